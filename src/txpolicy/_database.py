@@ -1,18 +1,601 @@
-"""PLACEHOLDER - owned by the Database work; replaced wholesale."""
+"""
+``Database`` and ``AsyncDatabase``: named engines, tracked sessions and per-user context.
+
+Both classes share :class:`_BaseDatabase` (construction, validation, statistics, listeners)
+and differ only in their thin I/O methods (``get_session`` / ``close`` versus their async
+twins). Transactional scopes reach a database through :class:`_EngineAdapter`, one per
+engine, which implements :class:`txpolicy._binds.BindAdapter`: it opens tracked sessions,
+returns the user-context statements as data, and counts what the scopes report.
+"""
+
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
+import logging
+import numbers
+import threading
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Hashable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
-class Database:
-    pass
+import sqlalchemy as _sa
+from sqlalchemy.ext import asyncio as _sa_async
+from sqlalchemy.orm import Session, sessionmaker
+
+from . import _context
+from ._binds import ScopeSpec, Statement
+from ._exceptions import ContextIsolationError
+from ._tracking import (
+    EngineStats,
+    PoolExhaustedEvent,
+    PoolStats,
+    SessionEvent,
+    SessionInfo,
+    _PoolWatcher,
+    _Tracker,
+)
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from typing_extensions import Self
+
+    from ._context import UserContext
+    from ._policy import RetryPolicy
+
+__all__ = [
+    "AsyncDatabase",
+    "Database",
+    "EngineStats",
+    "PoolExhaustedEvent",
+    "PoolStats",
+    "SessionEvent",
+    "SessionInfo",
+]
+
+_log: Final = logging.getLogger("txpolicy.database")
+
+_EngineT = TypeVar("_EngineT", _sa.Engine, _sa_async.AsyncEngine)
+_PRIMARY: Final = "primary"
+_POOL_KEYS: Final = frozenset({"pool_size", "max_overflow"})
+_FACTORY_KEYS: Final = frozenset({"bind", "binds", "class_", "sync_session_class"})
 
 
-class AsyncDatabase:
-    pass
+# -- validation, all at construction ---------------------------------------------------------
 
 
-class PoolStats:
-    pass
+def _check_size(name: str, value: object, *, minimum: int) -> int:
+    """A pool size: an int (not a bool) of at least *minimum*."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        msg = f"{name} must be an int, not {type(value).__name__}"
+        raise TypeError(msg)
+    if value < minimum:
+        msg = f"{name} must be >= {minimum}, not {value}"
+        raise ValueError(msg)
+    return value
 
 
-class SessionInfo:
-    pass
+def _check_threshold(value: object) -> float | None:
+    """A fraction of the pool's capacity in (0, 1], or ``None`` to never warn."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        msg = f"exhaustion_threshold must be a number, not {type(value).__name__}"
+        raise TypeError(msg)
+    if not 0 < float(value) <= 1:
+        msg = f"exhaustion_threshold must be in (0, 1], not {value!r}"
+        raise ValueError(msg)
+    return float(value)
+
+
+def _check_options(name: str, value: object, forbidden: frozenset[str]) -> dict[str, Any]:
+    """An optional mapping of keyword arguments that must not override what we set."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        msg = f"{name} must be a mapping, not {type(value).__name__}"
+        raise TypeError(msg)
+    clash = sorted(forbidden & set(value))
+    if clash:
+        msg = f"{name} must not contain {', '.join(clash)}: the database sets those itself"
+        raise ValueError(msg)
+    return dict(value)
+
+
+def _check_policy(policy: object) -> RetryPolicy | None:
+    """The database's default policy: a RetryPolicy or None."""
+    from ._policy import RetryPolicy  # noqa: PLC0415 - _policy imports the adapter protocol
+
+    if policy is not None and not isinstance(policy, RetryPolicy):
+        msg = f"policy must be a RetryPolicy or None, not {type(policy).__name__}"
+        raise TypeError(msg)
+    return policy
+
+
+def _check_engine_specs(engines: object) -> dict[str, object]:
+    """Normalise *engines* to an ordered name -> URL / engine mapping."""
+    if isinstance(engines, Mapping):
+        if not engines:
+            msg = "engines must name at least one engine"
+            raise ValueError(msg)
+        for name in engines:
+            if not isinstance(name, str) or not name:
+                msg = f"engine names must be non-empty strings, not {name!r}"
+                raise TypeError(msg)
+        return dict(engines)
+    return {_PRIMARY: engines}
+
+
+def _url(spec: str | _sa.URL, *, is_async: bool) -> _sa.URL:
+    """Parse a URL: bare ``postgresql://`` means psycopg 3, bare async ``sqlite://`` aiosqlite."""
+    url = _sa.make_url(spec)
+    if url.drivername == "postgresql":
+        url = url.set(drivername="postgresql+psycopg")
+    elif is_async and url.drivername == "sqlite":
+        url = url.set(drivername="sqlite+aiosqlite")
+    return url
+
+
+# -- the bind adapter ----------------------------------------------------------------------------
+
+
+class _EngineAdapter:
+    """What a transactional scope bound to one engine of a database talks to."""
+
+    __slots__ = ("_database", "_factory", "engine", "is_async", "name")
+
+    def __init__(
+        self,
+        database: _BaseDatabase[Any],
+        name: str,
+        engine: _sa.Engine | _sa_async.AsyncEngine,
+        factory: Callable[[], Any],
+        *,
+        is_async: bool,
+    ) -> None:
+        self._database = database
+        self.name = name
+        self.engine = engine
+        self._factory = factory
+        self.is_async = is_async
+
+    def __repr__(self) -> str:
+        return f"<txpolicy adapter for engine {self.name!r} of {self._database!r}>"
+
+    def _txpolicy_adapter_(self, engine_name: str | None = None) -> _EngineAdapter:
+        if engine_name is None or engine_name == self.name:
+            return self
+        return self._database._adapter(engine_name)
+
+    @property
+    def key(self) -> Hashable:
+        return self
+
+    @property
+    def yields(self) -> str:
+        return "session"
+
+    @property
+    def default_policy(self) -> RetryPolicy | None:
+        return self._database._policy
+
+    def resolve_context(self, explicit: UserContext | None) -> UserContext | None:
+        """The scope's own context, else the one bound to the thread or task."""
+        return explicit if explicit is not None else _context._CURRENT.get()
+
+    def _require(self, context: UserContext | None) -> None:
+        if context is None and self._database._require_user_context:
+            msg = (
+                f"{self._database!r} requires a user context and none is bound: "
+                "use txpolicy.user_context(...) or the scope's user_context= argument"
+            )
+            raise ContextIsolationError(msg)
+
+    def open(self, spec: ScopeSpec, context: UserContext | None) -> Any:
+        database = self._database
+        if database._closed:
+            msg = f"{database!r} is closed"
+            raise RuntimeError(msg)
+        self._require(context)
+        session = self._factory()
+        database._tracker.register(
+            session,
+            self.name,
+            context,
+            spec.operation_type or "unknown",
+            is_async=self.is_async,
+        )
+        return session
+
+    def setup_statements(
+        self,
+        dialect_name: str,
+        spec: ScopeSpec,  # noqa: ARG002 - the protocol's signature
+        context: UserContext | None,
+    ) -> Sequence[Statement]:
+        self._require(context)
+        return self._database._statements.setup(dialect_name, context)
+
+    def teardown_statements(
+        self,
+        dialect_name: str,
+        spec: ScopeSpec,  # noqa: ARG002 - the protocol's signature
+        context: UserContext | None,  # noqa: ARG002 - idem
+    ) -> Sequence[Statement]:
+        return self._database._statements.teardown(dialect_name)
+
+    def closed(self, resource: Any, *, failed: bool) -> None:
+        self._database._tracker.release(resource, failed=failed)
+
+    def isolation_violation(self, *_args: object, **_kwargs: object) -> None:
+        """A scope was refused for joining another user's transaction: count it."""
+        self._database._tracker.count_violation()
+
+    def emit(self, event: str, record: Any) -> None:
+        tracker = self._database._tracker
+        try:
+            if event in ("retry", "give_up"):
+                tracker.count_outcome(event, record)
+            elif event in ("context_isolation_violation", "isolation_violation"):
+                tracker.count_violation()
+                return
+            tracker.emit(event, record)
+        except Exception:  # the protocol: emit never raises
+            _log.exception("txpolicy could not deliver event %r", event)
+
+
+# -- the shared part of both databases -------------------------------------------------------------
+
+
+class _BaseDatabase(Generic[_EngineT]):
+    """Construction, validation, statistics and listeners; no I/O."""
+
+    _is_async: bool
+    _counter = itertools.count(1)
+
+    def __init__(
+        self,
+        engines: str | _sa.URL | _EngineT | Mapping[str, str | _sa.URL | _EngineT],
+        *,
+        pool_size: int = 25,
+        max_overflow: int | None = 50,
+        exhaustion_threshold: float | None = 0.9,
+        policy: RetryPolicy | None = None,
+        settings_prefix: str = "txpolicy",
+        require_user_context: bool = False,
+        engine_options: Mapping[str, Any] | None = None,
+        session_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._closed = True  # until every engine exists, so close() in __del__ paths is safe
+        pool_size = _check_size("pool_size", pool_size, minimum=1)
+        if max_overflow is not None:
+            max_overflow = _check_size("max_overflow", max_overflow, minimum=0)
+        threshold = _check_threshold(exhaustion_threshold)
+        self._policy = _check_policy(policy)
+        self._statements = _context._ContextStatements(settings_prefix)
+        if not isinstance(require_user_context, bool):
+            msg = "require_user_context must be a bool"
+            raise TypeError(msg)
+        self._require_user_context = require_user_context
+        options = _check_options("engine_options", engine_options, _POOL_KEYS)
+        session_kw = {"expire_on_commit": False}
+        session_kw.update(_check_options("session_options", session_options, _FACTORY_KEYS))
+        specs = _check_engine_specs(engines)
+        for spec in specs.values():
+            self._check_engine_spec(spec)
+
+        self._id = next(self._counter)
+        self._tracker = _Tracker()
+        self._engines: dict[str, _EngineT] = {}
+        self._created: list[_EngineT] = []
+        self._watchers: list[_PoolWatcher] = []
+        self._lock = threading.Lock()
+        pool_kw = {
+            "pool_size": pool_size,
+            "max_overflow": -1 if max_overflow is None else max_overflow,
+        }
+        try:
+            for name, spec in specs.items():
+                engine = self._engine_for(spec, pool_kw, options)
+                self._engines[name] = engine
+                watcher = _PoolWatcher(name, self._sync(engine), threshold, self._tracker)
+                watcher.attach()
+                self._watchers.append(watcher)
+        except BaseException:
+            self._shutdown()
+            raise
+        self._default = next(iter(specs))
+        self._adapters = {
+            name: _EngineAdapter(
+                self, name, engine, self._factory(engine, session_kw), is_async=self._is_async
+            )
+            for name, engine in self._engines.items()
+        }
+        self._closed = False
+
+    # -- engines ----------------------------------------------------------------------------
+
+    def _check_engine_spec(self, spec: object) -> None:
+        """A URL, or an engine of the right kind, before any engine is created."""
+        engine_type = _sa_async.AsyncEngine if self._is_async else _sa.Engine
+        other_type = _sa.Engine if self._is_async else _sa_async.AsyncEngine
+        if isinstance(spec, (str, _sa.URL, engine_type)):
+            return
+        kind = type(self).__name__
+        if isinstance(spec, other_type):
+            msg = f"{kind} needs {engine_type.__name__} objects, not {other_type.__name__}"
+            raise TypeError(msg)
+        msg = (
+            f"{kind} engines must be URLs or {engine_type.__name__} objects, "
+            f"not {type(spec).__name__}"
+        )
+        raise TypeError(msg)
+
+    def _engine_for(
+        self, spec: object, pool_kw: Mapping[str, int], options: Mapping[str, Any]
+    ) -> _EngineT:
+        """An engine from a URL (created, so ours to dispose), or the caller's own engine."""
+        if not isinstance(spec, (str, _sa.URL)):
+            return spec  # type: ignore[return-value]
+        url = _url(spec, is_async=self._is_async)
+        kwargs = dict(options)
+        if url.get_backend_name() != "sqlite":
+            kwargs.update(pool_kw)
+        engine = self._create_engine(url, kwargs)
+        self._created.append(engine)
+        return engine
+
+    def _create_engine(self, url: _sa.URL, kwargs: dict[str, Any]) -> _EngineT:
+        raise NotImplementedError
+
+    def _factory(self, engine: _EngineT, session_kw: dict[str, Any]) -> Callable[[], Any]:
+        raise NotImplementedError
+
+    @staticmethod
+    def _sync(engine: _sa.Engine | _sa_async.AsyncEngine) -> _sa.Engine:
+        return engine.sync_engine if isinstance(engine, _sa_async.AsyncEngine) else engine
+
+    def _adapter(self, engine_name: str) -> _EngineAdapter:
+        """The adapter of *engine_name*; the default engine also answers to ``"primary"``."""
+        adapter = self._adapters.get(engine_name)
+        if adapter is None:
+            if engine_name == _PRIMARY:
+                return self._adapters[self._default]
+            known = ", ".join(repr(name) for name in self._adapters)
+            msg = f"unknown engine name {engine_name!r}; this database has {known}"
+            raise ValueError(msg)
+        return adapter
+
+    def _txpolicy_adapter_(self, engine_name: str | None = None) -> _EngineAdapter:
+        """The bind adapter ``transactional(database)`` uses (default engine unless named)."""
+        return self._adapter(_PRIMARY if engine_name is None else engine_name)
+
+    def _shutdown(self) -> list[_EngineT]:
+        """Detach our pool listeners; return the engines we created, to be disposed."""
+        with self._lock:
+            self._closed = True
+            watchers, self._watchers = self._watchers, []
+            created, self._created = self._created, []
+        for watcher in watchers:
+            watcher.detach()
+        return created
+
+    def __repr__(self) -> str:
+        names = ", ".join(self._engines) if hasattr(self, "_engines") else ""
+        return f"<{type(self).__name__} #{getattr(self, '_id', '?')} engines=[{names}]>"
+
+    # -- observation ------------------------------------------------------------------------
+
+    def stats(self) -> PoolStats:
+        """
+        An immutable snapshot of the counters and of every engine's pool.
+
+        Returns:
+            A :class:`PoolStats`; the session and event counters are read under one lock.
+
+        .. versionadded:: 0.1.0
+        """
+        engines = {watcher.name: watcher.stats() for watcher in tuple(self._watchers)}
+        return self._tracker.snapshot(engines)
+
+    def active_sessions(self) -> tuple[SessionInfo, ...]:
+        """
+        One :class:`SessionInfo` per session that is open now, oldest first.
+
+        .. versionadded:: 0.1.0
+        """
+        return self._tracker.active_sessions()
+
+    def add_listener(self, event: str, callback: Callable[[Any], object]) -> Callable[[], None]:
+        """
+        Call *callback* with an immutable record each time *event* happens.
+
+        Events and their records: ``"session_created"`` and ``"session_closed"``
+        (:class:`SessionEvent`), ``"retry"`` and ``"give_up"`` (the record the retrying
+        scope logs), ``"pool_exhausted"`` (:class:`PoolExhaustedEvent`). Callbacks run
+        synchronously, in the thread or task where the event happened; one that raises is
+        logged on the ``txpolicy.database`` logger and never breaks the transaction.
+
+        Args:
+            event: One of the event names above.
+            callback: A synchronous callable taking the record.
+
+        Returns:
+            A function that removes the listener (calling it again does nothing).
+
+        Raises:
+            ValueError: *event* is not one of the names above.
+            TypeError: *callback* is not callable, or is an ``async def`` function.
+
+        .. versionadded:: 0.1.0
+        """
+        return self._tracker.add_listener(event, callback)
+
+
+# -- the sync database ----------------------------------------------------------------------------
+
+
+class Database(_BaseDatabase[_sa.Engine]):
+    """
+    One or more named SQLAlchemy engines with tracked sessions and per-user context.
+
+    Args:
+        engines: A URL, an :class:`~sqlalchemy.engine.Engine`, or a mapping of names to
+            either. The default engine is ``"primary"``; in a mapping without that key, the
+            first entry is the default and also answers to ``"primary"``. A bare
+            ``postgresql://`` URL uses psycopg 3.
+        pool_size: Pool size of the engines created from URLs of server databases.
+        max_overflow: Connections allowed beyond *pool_size* (``None``: unbounded).
+        exhaustion_threshold: Fraction of ``pool_size + max_overflow`` at which a checkout
+            logs a pool-exhaustion warning (``None``: never).
+        policy: The default :class:`~txpolicy.RetryPolicy` of this database's scopes.
+        settings_prefix: Prefix of the database settings that carry the user context
+            (``<prefix>.user_id`` on PostgreSQL, ``@<prefix>_user_id`` on MySQL).
+        require_user_context: Refuse transactions with no bound :class:`~txpolicy.UserContext`.
+        engine_options: Extra keyword arguments for the engines created from URLs.
+        session_options: Extra keyword arguments for the ``sessionmaker``
+            (``expire_on_commit`` defaults to ``False``: each session closes right after its
+            transaction, so expired objects could not be reloaded).
+
+    Engines passed in are used as they are: the pool settings do not apply to them and
+    :meth:`close` does not dispose them (only removes the database's pool listeners).
+
+    .. versionadded:: 0.1.0
+    """
+
+    _is_async = False
+
+    def _create_engine(self, url: _sa.URL, kwargs: dict[str, Any]) -> _sa.Engine:
+        return _sa.create_engine(url, **kwargs)
+
+    def _factory(self, engine: _sa.Engine, session_kw: dict[str, Any]) -> Callable[[], Any]:
+        return sessionmaker(engine, **session_kw)
+
+    @contextlib.contextmanager
+    def get_session(
+        self,
+        engine_name: str = "primary",
+        user_context: UserContext | None = None,
+        operation_type: str = "unknown",
+    ) -> Iterator[Session]:
+        """
+        A new tracked session in its own transaction (one attempt, never retried).
+
+        Commits when the block ends, rolls back if it raises; database errors leave as
+        classified :class:`~txpolicy.TransactionError` subclasses, other errors unchanged.
+        Functions decorated with this database's :meth:`transactional` join it.
+
+        Args:
+            engine_name: Which engine.
+            user_context: The context of this transaction (default: the one bound to the
+                thread). Inside another user's transaction this opens that user's own
+                session, which is not a violation.
+            operation_type: A label for :meth:`active_sessions` and the event records.
+
+        Yields:
+            The session.
+
+        .. versionadded:: 0.1.0
+        """
+        adapter = self._adapter(engine_name)
+        with _sync_session_scope(adapter, user_context, operation_type) as session:
+            yield session
+
+    def close(self) -> None:
+        """
+        Dispose every engine this database created and detach its pool listeners.
+
+        Engines passed in stay usable. Further sessions are refused.
+
+        .. versionadded:: 0.1.0
+        """
+        for engine in self._shutdown():
+            engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class AsyncDatabase(_BaseDatabase[_sa_async.AsyncEngine]):
+    """
+    :class:`Database` for asyncio: ``AsyncEngine`` objects and ``AsyncSession`` sessions.
+
+    Takes the same arguments as :class:`Database`. A bare ``postgresql://`` URL uses psycopg
+    3's async driver and a bare ``sqlite://`` URL uses aiosqlite.
+
+    .. versionadded:: 0.1.0
+    """
+
+    _is_async = True
+
+    def _create_engine(self, url: _sa.URL, kwargs: dict[str, Any]) -> _sa_async.AsyncEngine:
+        return _sa_async.create_async_engine(url, **kwargs)
+
+    def _factory(
+        self, engine: _sa_async.AsyncEngine, session_kw: dict[str, Any]
+    ) -> Callable[[], Any]:
+        return _sa_async.async_sessionmaker(engine, **session_kw)
+
+    @contextlib.asynccontextmanager
+    async def get_session(
+        self,
+        engine_name: str = "primary",
+        user_context: UserContext | None = None,
+        operation_type: str = "unknown",
+    ) -> AsyncIterator[_sa_async.AsyncSession]:
+        """
+        A new tracked session in its own transaction: ``async with db.get_session() as s``.
+
+        Behaves as :meth:`Database.get_session`.
+
+        Args:
+            engine_name: Which engine.
+            user_context: The context of this transaction (default: the one bound to the
+                task).
+            operation_type: A label for :meth:`active_sessions` and the event records.
+
+        Yields:
+            The session.
+
+        .. versionadded:: 0.1.0
+        """
+        adapter = self._adapter(engine_name)
+        async with _async_session_scope(adapter, user_context, operation_type) as session:
+            yield session
+
+    async def aclose(self) -> None:
+        """
+        Dispose every engine this database created and detach its pool listeners.
+
+        .. versionadded:: 0.1.0
+        """
+        for engine in self._shutdown():
+            await engine.dispose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

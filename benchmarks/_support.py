@@ -1,0 +1,171 @@
+"""
+Helpers shared by the peer, retry-cost and contention benchmarks.
+
+Each module compares several sides of one question in one run; :class:`RatioTable`
+records every side's median, stores its ratio to the group's baseline in the JSON
+(``extra_info["ratio_to_baseline"]``) and prints the table at the end of the module.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import backoff
+import pytest
+import sqlalchemy as sa
+import stamina
+import tenacity
+from sqlalchemy.engine import make_url
+
+import txpolicy
+
+POSTGRES_URL = os.environ.get(
+    "TXPOLICY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+# Retrying on the driver's OperationalError is what a hand-written wrapper does: the
+# errors we provoke (40001, 40P01, 55P03, "database is locked") all arrive as one.
+RETRY_ON = sa.exc.OperationalError
+ATTEMPTS = 5
+WAIT_INITIAL = 0.05
+WAIT_MAX = 2.0
+
+
+def postgres_url() -> str:
+    """The PostgreSQL URL, or skip the benchmark when the server does not answer."""
+    url = make_url(POSTGRES_URL)
+    try:
+        with socket.create_connection((url.host or "127.0.0.1", url.port or 5432), timeout=3):
+            pass
+    except OSError as exc:
+        pytest.skip(f"PostgreSQL at {url.host}:{url.port} is unreachable: {exc}")
+    return POSTGRES_URL
+
+
+def unique_table() -> str:
+    """A table name no other benchmark or test uses."""
+    return f"bench_{uuid.uuid4().hex[:12]}"
+
+
+def create_counter_table(conn: sa.Connection, name: str) -> None:
+    """One table of ``(id, n)`` rows with row 1 present: the happy-path body reads it."""
+    conn.exec_driver_sql(f"CREATE TABLE {name} (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)")
+    conn.exec_driver_sql(f"INSERT INTO {name} (id, n) VALUES (1, 0)")
+
+
+def drop_table(engine: sa.Engine, name: str) -> None:
+    """Drop a table this module created."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+
+
+class RatioTable:
+    """The medians of one module's benchmarks, as ratios to each group's baseline."""
+
+    def __init__(self, title: str) -> None:
+        self.title = title
+        self.rows: list[tuple[str, str, float, str]] = []
+        self.medians: dict[tuple[str, str], float] = {}
+
+    def add(self, benchmark: Any, baseline: str) -> None:
+        """Record *benchmark*'s median; *baseline* is the name of its group's reference side."""
+        stats = getattr(benchmark, "stats", None)
+        if stats is None:  # --benchmark-disable: the benchmark ran once, as a test
+            return
+        group, name = benchmark.group or "", benchmark.name
+        median = stats.stats.median
+        self.medians[group, name] = median
+        self.rows.append((group, name, median, baseline))
+        benchmark.extra_info["baseline"] = baseline
+        base = self.medians.get((group, baseline))
+        if base:
+            benchmark.extra_info["ratio_to_baseline"] = round(median / base, 4)
+
+    def lines(self) -> list[str]:
+        """The table, one line per side, grouped."""
+        out = [f"{self.title}: median per call, ratio to the group's baseline"]
+        current = None
+        for group, name, median, baseline in self.rows:
+            if group != current:
+                out.append(f"  [{group}] baseline {baseline}")
+                current = group
+            base = self.medians.get((group, baseline))
+            ratio = f"{median / base:6.3f}" if base else "     -"
+            out.append(f"    {name:<52} {median * 1e6:12.1f} µs  {ratio}")
+        return out
+
+    def emit(self, config: pytest.Config) -> None:
+        """Print the table past pytest's capture."""
+        emit_lines(config, self.lines() if self.rows else [])
+
+
+def emit_lines(config: pytest.Config, lines: list[str]) -> None:
+    """Write *lines* to the terminal, past pytest's output capture (from a fixture teardown)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None or not lines:
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.write_line("")
+        for line in lines:
+            reporter.write_line(line)
+
+
+def sync_sides(factory: Any, statement: Any) -> dict[str, Callable[[], Any]]:
+    """The same body (one read by primary key) in each wrapper, sync."""
+
+    def body(session: Any) -> Any:
+        return session.execute(statement).scalar_one()
+
+    def bare() -> Any:
+        with factory.begin() as session:
+            return body(session)
+
+    return {
+        "bare": bare,
+        "transactional": txpolicy.transactional(factory)(body),
+        "tenacity": tenacity.retry(
+            stop=tenacity.stop_after_attempt(ATTEMPTS),
+            wait=tenacity.wait_random_exponential(multiplier=WAIT_INITIAL, max=WAIT_MAX),
+            retry=tenacity.retry_if_exception_type(RETRY_ON),
+            reraise=True,
+        )(bare),
+        "stamina": stamina.retry(
+            on=RETRY_ON, attempts=ATTEMPTS, wait_initial=WAIT_INITIAL, wait_max=WAIT_MAX
+        )(bare),
+        "backoff": backoff.on_exception(
+            backoff.expo, RETRY_ON, max_tries=ATTEMPTS, factor=WAIT_INITIAL, max_value=WAIT_MAX
+        )(bare),
+    }
+
+
+def async_sides(factory: Any, statement: Any) -> dict[str, Callable[[], Awaitable[Any]]]:
+    """The same body in each wrapper, async."""
+
+    async def body(session: Any) -> Any:
+        return (await session.execute(statement)).scalar_one()
+
+    async def bare() -> Any:
+        async with factory.begin() as session:
+            return await body(session)
+
+    return {
+        "bare": bare,
+        "transactional": txpolicy.transactional(factory)(body),
+        "tenacity": tenacity.retry(
+            stop=tenacity.stop_after_attempt(ATTEMPTS),
+            wait=tenacity.wait_random_exponential(multiplier=WAIT_INITIAL, max=WAIT_MAX),
+            retry=tenacity.retry_if_exception_type(RETRY_ON),
+            reraise=True,
+        )(bare),
+        "stamina": stamina.retry(
+            on=RETRY_ON, attempts=ATTEMPTS, wait_initial=WAIT_INITIAL, wait_max=WAIT_MAX
+        )(bare),
+        "backoff": backoff.on_exception(
+            backoff.expo, RETRY_ON, max_tries=ATTEMPTS, factor=WAIT_INITIAL, max_value=WAIT_MAX
+        )(bare),
+    }

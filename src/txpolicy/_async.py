@@ -1,0 +1,304 @@
+"""
+The async shell: the I/O of AsyncSession and AsyncConnection scopes, and nothing else.
+
+The same functions as ``_sync.py`` with ``await``; every decision comes from ``_scopes`` /
+``_decide``. Cleanup after a failure is shielded from cancellation, as SQLAlchemy's own
+``AsyncSession.__aexit__`` does, so a cancelled task still returns its connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+from ._binds import Statement, execution_options
+from ._config import CONFIG
+from ._scopes import (
+    JOINED,
+    Binding,
+    Run,
+    Scope,
+    after_failure,
+    after_savepoint,
+    callback_failed,
+    chain,
+    classify,
+    closed,
+    contain,
+    dialect_of,
+    find_outer,
+    has_timeouts,
+    invalidates,
+    log_cleanup_error,
+    merge_callbacks,
+    new_inside,
+    new_owner,
+    owner_statements,
+    pop,
+    push,
+    record_failure,
+    savepoint_statements,
+    succeeded,
+    text_for,
+)
+
+T = TypeVar("T")
+
+
+async def execute_all(resource: Any, statements: Iterable[Statement]) -> None:
+    """Run statements with bind parameters (never string-built SQL)."""
+    for statement in statements:
+        await resource.execute(text_for(statement.sql), dict(statement.params))
+
+
+async def sleep(run: Run) -> None:
+    """Wait before the next attempt, unless testing mode is on."""
+    if run.delay > 0 and not CONFIG.testing:
+        await asyncio.sleep(run.delay)
+        run.backoff.slept(run.delay)
+
+
+# --- owner scopes ---------------------------------------------------------------------------
+
+
+async def begin(scope: Scope) -> None:
+    """Open the attempt's AsyncSession / AsyncConnection and apply the scope's options."""
+    binding = scope.binding
+    resource = scope.resource = binding.adapter.open(binding.spec, scope.context)
+    if binding.yields == "connection" and resource.sync_connection is None:
+        await resource.start()
+    if binding.plain:
+        return
+    options = execution_options(dialect_of(resource, binding.yields).name, binding.spec)
+    if binding.yields == "session":
+        connection = await resource.connection(execution_options=options)
+    else:
+        if options:
+            await resource.execution_options(**options)
+        connection = resource
+    await execute_all(resource, owner_statements(scope, connection.dialect))
+
+
+async def commit(scope: Scope) -> None:
+    """Commit, unless a joined scope failed; only COMMIT itself counts as "during commit"."""
+    if scope.failure is not None:
+        raise scope.failure
+    resource = scope.resource
+    if scope.teardown:
+        await execute_all(resource, scope.teardown)
+    # A flush error is the body's, not COMMIT's; skip the greenlet round trip when clean.
+    if scope.binding.yields == "session" and not resource.sync_session._is_clean():
+        await resource.flush()
+    scope.during_commit = True
+    await resource.commit()
+
+
+async def _cleanup(scope: Scope, resource: Any, classified: Any) -> None:
+    """Roll back (or invalidate) and close; cleanup errors never mask the original error."""
+    invalidate = invalidates(classified)
+    if not invalidate and scope.teardown and not scope.during_commit:
+        try:
+            await execute_all(resource, scope.teardown)
+        except Exception:
+            log_cleanup_error("teardown")
+            invalidate = True
+    try:
+        if invalidate:
+            await resource.invalidate()
+        else:
+            await resource.rollback()
+    except Exception:
+        log_cleanup_error("rollback")
+        try:
+            await resource.invalidate()
+        except Exception:
+            log_cleanup_error("invalidate")
+    try:
+        await resource.close()
+    except Exception:
+        log_cleanup_error("close")
+    closed(scope, resource, failed=True)
+
+
+async def abort(scope: Scope, classified: Any) -> None:
+    """Shielded cleanup of a failed attempt; the scope leaves the stack in this task."""
+    try:
+        if scope.resource is not None:
+            await asyncio.shield(_cleanup(scope, scope.resource, classified))
+    finally:
+        pop(scope)
+
+
+async def finish(scope: Scope) -> None:
+    """After the final commit: close, pop, account, then run the on_commit callbacks."""
+    resource = scope.resource
+    try:
+        await resource.close()
+    except Exception:
+        log_cleanup_error("close after commit")
+    closed(scope, resource, failed=False)
+    pop(scope)
+    succeeded(scope)
+    if scope.callbacks:
+        for callback in scope.callbacks:
+            try:
+                result = callback()
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                callback_failed(callback)
+
+
+async def failed(scope: Scope, error: BaseException, *, retry: bool) -> Run | BaseException:
+    """Clean up a failed attempt; a Run to retry, or the exception to raise (chained)."""
+    classified = classify(scope, error)
+    await abort(scope, classified)
+    return after_failure(scope, error, classified, retry=retry)
+
+
+async def complete(scope: Scope, *, retry: bool) -> Run | BaseException | None:
+    """Commit and finish; ``None`` when done, else what :func:`failed` says."""
+    try:
+        await commit(scope)
+    except BaseException as exc:
+        return await failed(scope, exc, retry=retry)
+    await finish(scope)
+    return None
+
+
+async def open_owner(binding: Binding, run: Run | None, *, retry: bool) -> Scope:
+    """Begin an owner attempt; a failure to begin (a refused connection) is a failed attempt."""
+    while True:
+        scope = new_owner(binding, run)
+        try:
+            await begin(scope)
+        except BaseException as exc:
+            outcome = await failed(scope, exc, retry=retry)
+            if not isinstance(outcome, Run):
+                raise outcome
+            run = outcome
+            await sleep(run)
+        else:
+            return scope
+
+
+async def call(
+    binding: Binding,
+    fn: Callable[..., Awaitable[T]],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> T:
+    """The decorator's shell: run *fn* in a transaction, retrying the whole call."""
+    outer = find_outer(binding)
+    if outer is not None:
+        return await call_inside(binding, outer, fn, args, kwargs)
+    run = None
+    outcome: Run | BaseException | None
+    while True:
+        scope = await open_owner(binding, run, retry=True)
+        try:
+            result = await fn(scope.resource, *args, **kwargs)
+        except BaseException as exc:
+            outcome = await failed(scope, exc, retry=True)
+        else:
+            outcome = await complete(scope, retry=True)
+            if outcome is None:
+                return result
+        if not isinstance(outcome, Run):
+            raise outcome
+        run = outcome
+        await sleep(run)
+
+
+# --- joined and savepoint scopes ------------------------------------------------------------
+
+
+async def enter_inside(binding: Binding, outer: Scope) -> Scope:
+    """Join *outer*'s transaction, or open a SAVEPOINT in it; checks run before anything."""
+    scope = new_inside(binding, outer)
+    if scope.kind != JOINED:
+        resource = scope.resource
+        try:
+            scope.savepoint = await resource.begin_nested()
+            if has_timeouts(binding.spec):
+                dialect = dialect_of(resource, binding.yields)
+                await execute_all(resource, savepoint_statements(scope, dialect))
+        except BaseException as exc:
+            if scope.savepoint is not None:
+                try:
+                    await scope.savepoint.rollback()
+                except Exception:
+                    log_cleanup_error("rollback to savepoint")
+            classified = classify(scope, exc)
+            raised = exc if classified is None else classified
+            record_failure(outer, raised)
+            raise chain(raised, exc)
+    push(scope)
+    return scope
+
+
+async def leave_inside(scope: Scope, error: BaseException | None) -> BaseException | None:
+    """End a joined or savepoint scope; the exception to raise (chained), if any."""
+    try:
+        if scope.kind == JOINED:
+            if error is None:
+                return None
+            classified = classify(scope, error)
+            raised = error if classified is None else classified
+            record_failure(scope, raised)
+            return chain(raised, error)
+        resource = scope.resource
+        if error is None and scope.failure is None:
+            try:
+                await scope.savepoint.commit()
+                if has_timeouts(scope.binding.spec):
+                    dialect = dialect_of(resource, scope.binding.yields)
+                    await execute_all(resource, after_savepoint(scope, dialect, rolled_back=False))
+            except BaseException as exc:
+                error = exc
+            else:
+                merge_callbacks(scope)
+                return None
+        if error is None:
+            error = scope.failure
+            assert error is not None
+        classified = classify(scope, error)
+        raised = error if classified is None else classified
+        try:
+            await scope.savepoint.rollback()
+            dialect = dialect_of(resource, scope.binding.yields)
+            await execute_all(resource, after_savepoint(scope, dialect, rolled_back=True))
+        except Exception:
+            log_cleanup_error("rollback to savepoint")
+            assert scope.parent is not None
+            record_failure(scope.parent, raised)
+        else:
+            contain(scope, raised, classified)
+        return chain(raised, error)
+    finally:
+        pop(scope)
+
+
+async def call_inside(
+    binding: Binding,
+    outer: Scope,
+    fn: Callable[..., Awaitable[T]],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> T:
+    """The decorator inside an active scope: once, never retried here."""
+    scope = await enter_inside(binding, outer)
+    try:
+        result = await fn(scope.resource, *args, **kwargs)
+    except BaseException as exc:
+        raised = await leave_inside(scope, exc)
+        assert raised is not None
+        if raised is exc:
+            raise
+        raise raised from exc
+    raised = await leave_inside(scope, None)
+    if raised is not None:
+        raise raised
+    return result

@@ -1,0 +1,131 @@
+"""
+The decision core: what to do after a failed attempt. Pure and I/O-free.
+
+The sync and async shells (``_transactional.py``) never branch on error types or policy
+fields; they ask :func:`decide` and :func:`must_invalidate` and act on the answer. Everything
+here is exercised without a database in ``tests/test_decide.py``.
+
+The only state touched is the policy's :class:`~txpolicy.RetryBudget` (a token is spent when,
+and only when, a retry is granted) and the call's :class:`~txpolicy._policy.Backoff`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import attrs
+
+from ._exceptions import ErrorCategory, TransactionError
+from ._policy import Backoff, RetryPolicy
+
+__all__ = [
+    "GiveUp",
+    "GiveUpReason",
+    "Retry",
+    "decide",
+    "is_retryable_in_scope",
+    "must_invalidate",
+]
+
+GiveUpReason = Literal["not_retryable", "attempts", "deadline", "stop", "budget"]
+
+_INVALIDATING = frozenset(
+    {ErrorCategory.CONNECTION, ErrorCategory.READ_ONLY, ErrorCategory.COMMIT_UNKNOWN}
+)
+
+
+@attrs.frozen
+class Retry:
+    """Run another attempt after *delay* seconds."""
+
+    delay: float
+
+
+@attrs.frozen
+class GiveUp:
+    """Raise the error; *reason* says why no further attempt is made."""
+
+    reason: GiveUpReason
+
+
+def effective_category(error: TransactionError) -> ErrorCategory:
+    """A connection failure raised by COMMIT is a commit of unknown outcome, whatever it says."""
+    category = error.category
+    if category is ErrorCategory.CONNECTION and error.during_commit:
+        return ErrorCategory.COMMIT_UNKNOWN
+    return category
+
+
+def is_retryable_in_scope(
+    retry_on: frozenset[ErrorCategory],
+    error: TransactionError,
+    *,
+    idempotent: bool,
+    read_only: bool,
+) -> bool:
+    """
+    Whether the scope may retry *error* at all (before attempts, deadline and budget).
+
+    ``COMMIT_UNKNOWN`` (and a connection lost during COMMIT) only when the scope is idempotent,
+    whatever *retry_on* says; ``READ_ONLY`` never in a scope declared read-only (retrying
+    cannot help a write that the scope itself forbade).
+    """
+    category = effective_category(error)
+    if category is ErrorCategory.COMMIT_UNKNOWN:
+        return idempotent
+    if category is ErrorCategory.READ_ONLY and read_only:
+        return False
+    return category in retry_on
+
+
+def must_invalidate(error: TransactionError) -> bool:
+    """Whether the connection that met *error* must leave the pool (the retry reconnects)."""
+    return effective_category(error) in _INVALIDATING
+
+
+def decide(
+    policy: RetryPolicy,
+    error: TransactionError,
+    *,
+    attempt: int,
+    elapsed: float,
+    idempotent: bool,
+    read_only: bool,
+    backoff: Backoff,
+) -> Retry | GiveUp:
+    """
+    Decide what follows failed attempt number *attempt* (1-based).
+
+    Args:
+        policy: The scope's policy.
+        error: The classified error of the failed attempt.
+        attempt: The number of the attempt that failed.
+        elapsed: Seconds since the first attempt started (monotonic clock).
+        idempotent: Whether the scope was declared idempotent.
+        read_only: Whether the scope was declared read-only.
+        backoff: The call's backoff state; :meth:`Backoff.failed` must have been called for
+            this attempt.
+
+    Returns:
+        :class:`Retry` with the wait to take, or :class:`GiveUp` with the reason. The
+        checks run in this order: retryable category, attempts (or the custom ``stop``),
+        deadline, budget; a budget token is spent only when a retry is granted.
+    """
+    if not is_retryable_in_scope(
+        policy.retry_on, error, idempotent=idempotent, read_only=read_only
+    ):
+        return GiveUp("not_retryable")
+    if policy.stop is not None:
+        delay = backoff.next_wait()
+        if backoff.custom_stop():
+            return GiveUp("stop")
+    else:
+        if attempt >= policy.attempts:
+            return GiveUp("attempts")
+        delay = backoff.next_wait()
+        if policy.deadline is not None and elapsed + delay > policy.deadline:
+            return GiveUp("deadline")
+    budget = policy.budget
+    if budget is not None and not budget._try_spend():
+        return GiveUp("budget")
+    return Retry(delay)

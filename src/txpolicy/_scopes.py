@@ -1,0 +1,562 @@
+"""
+The shared, I/O-free core of transactional scopes.
+
+A *binding* (:class:`Binding`) is what ``transactional()`` / ``attempts()`` resolve once: the
+adapter, the validated options and the policy. A *scope record* (:class:`Scope`) describes one
+active scope of one thread or task; the records of a thread or task live in a ``ContextVar``
+as an immutable tuple, innermost last. The sync and async shells (``_sync.py``, ``_async.py``)
+perform the I/O and consult this module for everything else: which scope to join, which
+statements to run, what a failure means and whether to retry (through ``_decide``).
+
+Propagation is per thread and per task: each record stores its *owner* (the running asyncio
+task, else the thread id), and a record whose owner is not the caller is invisible to it. That
+is what keeps a thread or task started inside a scope (contextvars are copied into both) from
+joining it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Callable, Hashable
+from contextvars import ContextVar, Token
+from typing import Any, Literal
+
+from . import _errors
+from ._binds import (
+    BindAdapter,
+    JoinConflict,
+    ScopeSpec,
+    Statement,
+    begin_statements,
+    end_statements,
+    is_plain,
+)
+from ._decide import Retry, decide, is_retryable_in_scope, must_invalidate
+from ._exceptions import ConfigurationError, ContextIsolationError, TransactionError
+from ._hooks import HOOKS, AttemptRecord, dispatch
+from ._policy import Backoff, RetryPolicy
+
+__all__ = ["OWNER", "Binding", "Run", "Scope"]
+
+logger = logging.getLogger("txpolicy.transaction")
+
+OWNER, JOINED, NESTED = 0, 1, 2
+
+_SCOPES: ContextVar[tuple[Scope, ...]] = ContextVar("txpolicy_scopes", default=())
+_get_running_loop = asyncio.events._get_running_loop
+_current_task = asyncio.current_task
+_get_ident = threading.get_ident
+monotonic = time.monotonic
+
+
+def current_owner() -> object:
+    """The running asyncio task, else the thread: the unit that may join a scope."""
+    loop = _get_running_loop()
+    if loop is None:
+        return _get_ident()
+    task = _current_task(loop)
+    return _get_ident() if task is None else task
+
+
+class Binding:
+    """Everything fixed when a scope is built: adapter, options, policy, names."""
+
+    __slots__ = (
+        "adapter",
+        "idempotent",
+        "is_async",
+        "key",
+        "operation",
+        "plain",
+        "policy",
+        "propagation",
+        "read_only",
+        "resolve_context",
+        "spec",
+        "yields",
+    )
+
+    def __init__(
+        self, adapter: BindAdapter, spec: ScopeSpec, policy: RetryPolicy | None, operation: str
+    ) -> None:
+        from ._policy import DEFAULT_POLICY  # noqa: PLC0415 - avoids an import cycle at load
+
+        self.adapter = adapter
+        self.spec = spec
+        self.key: Hashable = adapter.key
+        self.is_async: bool = adapter.is_async
+        self.yields = adapter.yields
+        self.policy: RetryPolicy = policy or adapter.default_policy or DEFAULT_POLICY
+        self.operation = operation
+        self.propagation = spec.propagation
+        self.read_only = spec.read_only
+        self.idempotent = spec.idempotent
+        self.resolve_context: Callable[[Any], Any] | None = getattr(
+            adapter, "resolve_context", None
+        )
+        # Plain SQLAlchemy binds with no options need no statement and no dialect lookup.
+        self.plain = (
+            is_plain(adapter)
+            and spec.isolation_level is None
+            and not spec.read_only
+            and spec.lock_timeout is None
+            and spec.statement_timeout is None
+        )
+
+    def context(self) -> Any:
+        """The user context the scope runs under (the adapter may add the ambient one)."""
+        explicit = self.spec.user_context
+        if self.resolve_context is None:
+            return explicit
+        return self.resolve_context(explicit)
+
+    def with_operation(self, operation: str) -> Binding:
+        """A copy for a decorated function (its name becomes the default operation type)."""
+        import attrs  # noqa: PLC0415 - only at decoration time
+
+        spec = self.spec
+        if spec.operation_type is None:
+            spec = attrs.evolve(spec, operation_type=operation)
+        return Binding(self.adapter, spec, self.policy, spec.operation_type or operation)
+
+
+class Run:
+    """The retry state of one owner call, created at its first failure."""
+
+    __slots__ = ("attempt", "backoff", "delay", "start")
+
+    def __init__(self, policy: RetryPolicy, start: float) -> None:
+        self.start = start
+        self.attempt = 1
+        self.delay = 0.0
+        self.backoff = Backoff(policy, start)
+
+
+class Scope:
+    """One active scope of one thread or task."""
+
+    __slots__ = (
+        "attempt",
+        "binding",
+        "callbacks",
+        "context",
+        "dialect_name",
+        "during_commit",
+        "failure",
+        "iso",
+        "key",
+        "kind",
+        "owner",
+        "parent",
+        "read_only",
+        "resource",
+        "run",
+        "savepoint",
+        "start",
+        "teardown",
+        "timeouts",
+        "token",
+        "txn",
+    )
+
+    def __init__(self, binding: Binding, kind: int, owner: object) -> None:
+        self.binding = binding
+        self.kind = kind
+        self.key = binding.key
+        self.owner = owner
+        self.resource: Any = None
+        self.txn: Scope = self
+        self.parent: Scope | None = None
+        self.savepoint: Any = None
+        self.callbacks: list[Callable[[], Any]] | None = None
+        self.failure: BaseException | None = None
+        self.token: Token[tuple[Scope, ...]] | None = None
+        self.context: Any = None
+        self.iso: str | None = binding.spec.isolation_level
+        self.read_only = binding.read_only
+        self.during_commit = False
+        self.teardown: tuple[Statement, ...] = ()
+        self.dialect_name: str | None = None
+        self.timeouts: ScopeSpec | None = None
+        self.attempt = 1
+        self.start = 0.0
+        self.run: Run | None = None
+
+
+# --- the per-thread / per-task stack -------------------------------------------------------
+
+
+def find_outer(binding: Binding) -> Scope | None:
+    """The innermost scope of this thread or task on the same bind, unless we need a new one."""
+    scopes = _SCOPES.get()
+    if not scopes or binding.propagation == "requires_new":
+        return None
+    owner = current_owner()
+    key = binding.key
+    for scope in reversed(scopes):
+        if scope.owner == owner and (scope.key is key or scope.key == key):
+            return scope
+    return None
+
+
+def innermost() -> Scope | None:
+    """The innermost scope of this thread or task, on any bind."""
+    scopes = _SCOPES.get()
+    if not scopes:
+        return None
+    owner = current_owner()
+    for scope in reversed(scopes):
+        if scope.owner == owner:
+            return scope
+    return None
+
+
+def push(scope: Scope) -> None:
+    """Make *scope* the innermost one of this thread or task."""
+    scope.token = _SCOPES.set((*_SCOPES.get(), scope))
+
+
+def pop(scope: Scope) -> None:
+    """Remove *scope* (idempotent)."""
+    token = scope.token
+    if token is not None:
+        scope.token = None
+        _SCOPES.reset(token)
+
+
+def top_of_stack(binding: Binding) -> Scope:
+    """The scope a context manager is leaving: the innermost one, checked."""
+    scope = innermost()
+    if scope is None or scope.binding is not binding:
+        raise RuntimeError("txpolicy scopes were exited out of order, or in another task")
+    return scope
+
+
+# --- creating records -----------------------------------------------------------------------
+
+
+def new_owner(binding: Binding, run: Run | None) -> Scope:
+    """The record of the next attempt of an owner scope, pushed; no I/O yet."""
+    scope = Scope(binding, OWNER, current_owner())
+    if run is None:
+        scope.start = monotonic()
+    else:
+        scope.run = run
+        scope.attempt = run.attempt
+        scope.start = run.start
+    scope.context = binding.spec.user_context if binding.plain else binding.context()
+    scope.timeouts = binding.spec
+    push(scope)
+    return scope
+
+
+def new_inside(binding: Binding, outer: Scope) -> Scope:
+    """
+    The record of a joined or savepoint scope inside *outer* (not pushed yet).
+
+    Raises:
+        ConfigurationError: Another isolation level, or a read-write scope in a read-only one.
+        ContextIsolationError: Another user context.
+    """
+    if binding.spec.isolation_level is not None and binding.spec.isolation_level != outer.iso:
+        raise ConfigurationError(
+            f"{binding.operation} asks for isolation level {binding.spec.isolation_level!r} "
+            f"but would join a transaction running at {outer.iso or 'the default level'!r}"
+        )
+    if outer.read_only and not binding.read_only:
+        raise ConfigurationError(
+            f"{binding.operation} is read-write but would join a read-only transaction"
+        )
+    context = None if binding.plain else binding.context()
+    if context is not None and context != outer.context:
+        conflict = JoinConflict(binding.operation, outer.context, context)
+        try:
+            binding.adapter.emit("context_isolation_violation", conflict)
+        except Exception:
+            logger.exception("txpolicy bind listener failed on a context isolation violation")
+        raise ContextIsolationError(
+            f"{binding.operation} runs under {context!r} but would join a transaction of "
+            f"{outer.context!r}"
+        )
+    kind = NESTED if binding.propagation == "nested" else JOINED
+    scope = Scope(binding, kind, outer.owner)
+    scope.resource = outer.resource
+    scope.parent = outer
+    scope.context = outer.context
+    scope.iso = outer.iso
+    scope.read_only = outer.read_only
+    scope.dialect_name = outer.dialect_name
+    if kind == JOINED:
+        scope.txn = outer.txn
+        scope.timeouts = outer.timeouts
+    else:
+        scope.timeouts = binding.spec if has_timeouts(binding.spec) else outer.timeouts
+    return scope
+
+
+def has_timeouts(spec: ScopeSpec | None) -> bool:
+    """Whether *spec* sets a lock or statement timeout."""
+    return spec is not None and (spec.lock_timeout is not None or spec.statement_timeout is not None)
+
+
+# --- statements -------------------------------------------------------------------------------
+
+
+def owner_statements(scope: Scope, dialect: Any) -> tuple[Statement, ...]:
+    """The statements after BEGIN of an owner attempt; records the teardown ones on *scope*."""
+    binding = scope.binding
+    spec, adapter = binding.spec, binding.adapter
+    name: str = dialect.name
+    mariadb = bool(getattr(dialect, "is_mariadb", False))
+    scope.dialect_name = name
+    setup = tuple(adapter.setup_statements(name, spec, scope.context))
+    scope.teardown = tuple(adapter.teardown_statements(name, spec, scope.context)) + end_statements(
+        name, spec, is_mariadb=mariadb
+    )
+    return begin_statements(name, spec, is_mariadb=mariadb) + setup
+
+
+def savepoint_statements(scope: Scope, dialect: Any) -> tuple[Statement, ...]:
+    """The statements after SAVEPOINT: the savepoint scope's own timeouts."""
+    spec = scope.binding.spec
+    if not has_timeouts(spec):
+        return ()
+    mariadb = bool(getattr(dialect, "is_mariadb", False))
+    return begin_statements(dialect.name, spec, is_mariadb=mariadb, savepoint=True)
+
+
+def after_savepoint(scope: Scope, dialect: Any, *, rolled_back: bool) -> tuple[Statement, ...]:
+    """
+    What restores the enclosing scope's settings once a savepoint scope ends.
+
+    After ROLLBACK TO SAVEPOINT the bind's setup statements run again (so the user context is
+    in force again); when the savepoint scope had timeouts of its own, the enclosing ones are
+    re-applied (or, on MySQL, the session defaults restored).
+    """
+    out: tuple[Statement, ...] = ()
+    parent = scope.parent
+    assert parent is not None
+    owner = parent.txn
+    while owner.kind != OWNER and owner.parent is not None:
+        owner = owner.parent.txn
+    mariadb = bool(getattr(dialect, "is_mariadb", False))
+    name: str = dialect.name
+    if rolled_back and not owner.binding.plain:
+        out = tuple(owner.binding.adapter.setup_statements(name, owner.binding.spec, owner.context))
+    spec = scope.binding.spec
+    if has_timeouts(spec):
+        if has_timeouts(parent.timeouts):
+            assert parent.timeouts is not None
+            out += begin_statements(name, parent.timeouts, is_mariadb=mariadb, savepoint=True)
+        else:
+            out += end_statements(name, spec, is_mariadb=mariadb)
+    return out
+
+
+# --- failures -------------------------------------------------------------------------------
+
+
+def classify(scope: Scope, error: BaseException) -> TransactionError | None:
+    """The classified error (a COMMIT failure made so), or ``None`` for a non-database error."""
+    if scope.during_commit:
+        classified = _errors.classify_error_during_commit(error)
+    else:
+        classified = _errors.classify_error(error)
+    return classified if isinstance(classified, TransactionError) else None
+
+
+def invalidates(classified: TransactionError | None) -> bool:
+    """Whether the connection must leave the pool."""
+    return classified is not None and must_invalidate(classified)
+
+
+def record_failure(scope: Scope, error: BaseException) -> None:
+    """Remember on the transaction a failure of a joined scope, so that it never commits."""
+    txn = scope.txn
+    if txn.failure is None:
+        txn.failure = error
+
+
+def contain(scope: Scope, raised: BaseException, classified: TransactionError | None) -> None:
+    """
+    A savepoint scope failed: decide whether its savepoint contains the failure.
+
+    Connection-class, read-only and commit-unknown failures poison the whole transaction (the
+    connection is gone or points at the wrong server), so the owner must retry it.
+    """
+    if invalidates(classified):
+        assert scope.parent is not None
+        record_failure(scope.parent, raised)
+
+
+def after_failure(
+    scope: Scope, error: BaseException, classified: TransactionError | None, *, retry: bool
+) -> Run | BaseException:
+    """
+    What follows the failed attempt of an owner scope (cleanup already done).
+
+    Returns:
+        A :class:`Run` whose ``delay`` is the wait before the next attempt, or the exception
+        to raise: *error* itself for a non-database error, else the classified error with
+        ``attempts`` set, chained to *error* (``raise ... from error`` made in advance).
+    """
+    if classified is None:
+        return error
+    binding = scope.binding
+    policy = binding.policy
+    now = monotonic()
+    elapsed = now - scope.start
+    if not retry:
+        retryable = is_retryable_in_scope(
+            policy.retry_on, classified, idempotent=binding.idempotent, read_only=binding.read_only
+        )
+        reason = "attempts" if retryable else "not_retryable"
+        return chain(_give_up(scope, classified, reason, elapsed), error)
+    run = scope.run
+    if run is None:
+        run = Run(policy, scope.start)
+    run.backoff.failed(scope.attempt, classified, now)
+    decision = decide(
+        policy,
+        classified,
+        attempt=scope.attempt,
+        elapsed=elapsed,
+        idempotent=binding.idempotent,
+        read_only=binding.read_only,
+        backoff=run.backoff,
+    )
+    if isinstance(decision, Retry):
+        run.attempt = scope.attempt + 1
+        run.delay = decision.delay
+        _emit(scope, "retry", classified, decision.delay, elapsed, None)
+        return run
+    return chain(_give_up(scope, classified, decision.reason, elapsed), error)
+
+
+_REASONS = {
+    "attempts": "no attempts left",
+    "deadline": "the next wait would cross the deadline",
+    "stop": "the policy's stop condition was met",
+    "budget": "the retry budget refused the retry",
+}
+
+
+def _give_up(
+    scope: Scope, classified: TransactionError, reason: str, elapsed: float
+) -> TransactionError:
+    """Stamp *classified* with the attempts made (and the reason), and report the give-up."""
+    classified.attempts = scope.attempt
+    if reason == "budget":
+        setattr(classified, "retry_refused_by_budget", True)  # noqa: B010 - not a declared field
+    add_note = getattr(classified, "add_note", None)
+    if add_note is not None and reason in _REASONS and (scope.attempt > 1 or reason == "budget"):
+        add_note(f"txpolicy: gave up after {scope.attempt} attempt(s): {_REASONS[reason]}")
+    _emit(scope, "give_up", classified, 0.0, elapsed, reason)
+    return classified
+
+
+def _emit(
+    scope: Scope,
+    event: Literal["retry", "give_up", "success"],
+    error: TransactionError | None,
+    wait: float,
+    elapsed: float,
+    reason: str | None,
+) -> None:
+    """Build the attempt record and hand it to logging, the adapter and the user hooks."""
+    record = AttemptRecord(
+        event=event,
+        operation=scope.binding.operation,
+        attempt=scope.attempt,
+        category=None if error is None else error.category,
+        sqlstate=None if error is None else error.sqlstate,
+        vendor_code=None if error is None else error.vendor_code,
+        wait=wait,
+        elapsed=elapsed,
+        error=error,
+        reason=reason,
+    )
+    dispatch(scope.binding.adapter, record)
+
+
+def succeeded(scope: Scope) -> None:
+    """Bookkeeping after the final commit: budget tokens and, when wanted, the success record."""
+    budget = scope.binding.policy.budget
+    if budget is not None:
+        budget._deposit()
+    if scope.run is not None or HOOKS.success:
+        _emit(scope, "success", None, 0.0, monotonic() - scope.start, None)
+
+
+def closed(scope: Scope, resource: Any, *, failed: bool) -> None:
+    """Tell the adapter; a failing adapter must not break the scope."""
+    try:
+        scope.binding.adapter.closed(resource, failed=failed)
+    except Exception:
+        logger.exception("txpolicy bind adapter failed in closed()")
+
+
+def log_cleanup_error(what: str) -> None:
+    """A rollback / close / teardown error never masks the error being handled."""
+    logger.debug("txpolicy: %s failed during cleanup", what, exc_info=True)
+
+
+# --- on_commit ------------------------------------------------------------------------------
+
+
+def is_async_callable(callback: object) -> bool:
+    """Coroutine functions, partials of them, and objects with an ``async def __call__``."""
+    return inspect.iscoroutinefunction(callback) or inspect.iscoroutinefunction(
+        getattr(callback, "__call__", None)  # noqa: B004 - looking for async __call__
+    )
+
+
+def callback_failed(callback: object) -> None:
+    """An on_commit callback raised: log it; the result and the other callbacks stand."""
+    logger.exception("txpolicy on_commit callback %r failed", callback)
+
+
+def merge_callbacks(scope: Scope) -> None:
+    """A savepoint scope was released: its callbacks now belong to the enclosing transaction."""
+    if scope.callbacks:
+        assert scope.parent is not None
+        txn = scope.parent.txn
+        if txn.callbacks is None:
+            txn.callbacks = []
+        txn.callbacks.extend(scope.callbacks)
+
+
+# --- small helpers shared by the shells -----------------------------------------------------
+
+_TEXT: dict[str, Any] = {}
+
+
+def text_for(sql: str) -> Any:
+    """A cached ``sqlalchemy.text`` clause (statements are few and fixed; values are parameters)."""
+    clause = _TEXT.get(sql)
+    if clause is None:
+        from sqlalchemy import text  # noqa: PLC0415 - off the hot path
+
+        clause = text(sql)
+        if len(_TEXT) < 256:  # noqa: PLR2004 - a bound, in case an adapter builds SQL per call
+            _TEXT[sql] = clause
+    return clause
+
+
+def dialect_of(resource: Any, yields: str) -> Any:
+    """The SQLAlchemy dialect behind a Session / AsyncSession / Connection / AsyncConnection."""
+    if yields == "connection":
+        return resource.dialect
+    return resource.get_bind().dialect
+
+
+def chain(error: BaseException, cause: BaseException) -> BaseException:
+    """``raise error from cause`` made in advance (a no-op when they are the same object)."""
+    if error is not cause:
+        error.__cause__ = cause
+        error.__suppress_context__ = True
+    return error
