@@ -31,7 +31,7 @@ test: $(STAMP) lint typecheck docs pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check src
-	$(BIN)/ruff check --select $(BASIC_RUFF) tests benchmarks docs
+	$(BIN)/ruff check --select $(BASIC_RUFF) tests benchmarks docs tools
 
 typecheck: $(STAMP)
 	$(BIN)/mypy src/txpolicy
@@ -46,9 +46,12 @@ docs: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest
 
+# The benchmarks (never part of `make test`); the JSON goes to .benchmarks/results.json and,
+# trimmed, to docs/_data/benchmarks.json, which the docs' Benchmarks page renders.
 bench: $(STAMP)
 	mkdir -p .benchmarks
 	$(BIN)/pytest benchmarks -p no:txpolicy --benchmark-only --benchmark-json=.benchmarks/results.json --benchmark-columns=min,median,mean,rounds -o 'testpaths=benchmarks' -o 'timeout=900'
+	$(BIN)/python tools/bench_to_docs.py .benchmarks/results.json docs/_data/benchmarks.json
 
 clean:
 	rm -rf $(VENV) docs/_build .benchmarks build dist

@@ -1,7 +1,7 @@
 """
 A contended transfer workload on PostgreSQL: goodput, retries per commit and p99 latency.
 
-``THREADS`` threads run a fixed plan of transfers between a few accounts. Each side runs the
+A few threads run a fixed plan of transfers between a few accounts. Each side runs the
 same transfer body and differs only in how it retries:
 
 - ``transactional_*``: ``@transactional`` with txpolicy's default backoff (full jitter from
@@ -25,6 +25,7 @@ printed at the end. Every round checks that the total balance is unchanged.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import statistics
 import threading
@@ -39,15 +40,26 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import txpolicy
 
-THREADS = 8
-ACCOUNTS = 6
 INITIAL_BALANCE = 1_000
-ROUNDS = 3
+ROUNDS = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    """One contended workload; sized so that a round takes a few seconds on 2 cores."""
+
+    isolation: str
+    threads: int
+    accounts: int
+    transfers: int  # per round
+    pause: float  # seconds of "application work" between the two updates
+
+
 WORKLOADS = {
-    # name: (isolation level, transfers per round, pause between the two updates in seconds)
-    "serializable": ("SERIALIZABLE", 400, 0.0),
-    "deadlock": ("READ COMMITTED", 160, 0.002),
+    "serializable": Workload("SERIALIZABLE", threads=8, accounts=10, transfers=300, pause=0.0),
+    "deadlock": Workload("READ COMMITTED", threads=8, accounts=16, transfers=120, pause=0.005),
 }
+MAX_ACCOUNTS = max(w.accounts for w in WORKLOADS.values())
 RETRIED_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
 # Generous enough that no side gives up: goodput then compares waiting strategies only.
 CONTENDED_ATTEMPTS = 20
@@ -79,18 +91,21 @@ class Transfer:
     def __init__(self, table: str, workload: str) -> None:
         self.read = sa.text(f"SELECT balance FROM {table} WHERE id = :id")
         self.update = sa.text(f"UPDATE {table} SET balance = balance + :delta WHERE id = :id")
-        self.pause = WORKLOADS[workload][2]
-        self.serializable = workload == "serializable"
+        self.pause = WORKLOADS[workload].pause
+        self.serializable = WORKLOADS[workload].isolation == "SERIALIZABLE"
 
     def __call__(self, session: Session, a: int, b: int, amount: int, attempts: list[int]) -> None:
         attempts[0] += 1
+        first, second = (a, -amount), (b, amount)
         if self.serializable:
             session.execute(self.read, {"id": a}).scalar_one()
             session.execute(self.read, {"id": b}).scalar_one()
-        session.execute(self.update, {"id": a, "delta": -amount})
+            # Rows in id order: no deadlocks, only serialization failures.
+            first, second = sorted((first, second))
+        session.execute(self.update, {"id": first[0], "delta": first[1]})
         if self.pause:
             time.sleep(self.pause)  # application work between the two statements
-        session.execute(self.update, {"id": b, "delta": amount})
+        session.execute(self.update, {"id": second[0], "delta": second[1]})
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -140,18 +155,20 @@ CASES = [
 ]
 
 
-def plan(transfers: int, seed: int) -> list[tuple[int, int, int]]:
+def plan(workload: Workload, seed: int) -> list[tuple[int, int, int]]:
     """The same pseudo-random transfers for every side: (from, to, amount)."""
     rng = random.Random(seed)
     out = []
-    for _ in range(transfers):
-        a, b = rng.sample(range(1, ACCOUNTS + 1), 2)
+    for _ in range(workload.transfers):
+        a, b = rng.sample(range(1, workload.accounts + 1), 2)
         out.append((a, b, rng.randint(1, 10)))
     return out
 
 
-def run_round(run: Callable[..., None], transfers: list[tuple[int, int, int]], tally: Tally) -> None:
-    """Run *transfers* on THREADS threads, each taking the next transfer of the plan."""
+def run_round(
+    run: Callable[..., None], transfers: list[tuple[int, int, int]], threads: int, tally: Tally
+) -> None:
+    """Run *transfers* on *threads* threads, each taking the next transfer of the plan."""
     work = iter(transfers)
     lock = threading.Lock()
 
@@ -174,23 +191,24 @@ def run_round(run: Callable[..., None], transfers: list[tuple[int, int, int]], t
             else:
                 tally.record(attempts[0], time.perf_counter() - start, committed=True)
 
-    threads = [threading.Thread(target=worker, name=f"transfer-{i}") for i in range(THREADS)]
-    for thread in threads:
+    pool = [threading.Thread(target=worker, name=f"transfer-{i}") for i in range(threads)]
+    for thread in pool:
         thread.start()
-    for thread in threads:
+    for thread in pool:
         thread.join(timeout=300)
         assert not thread.is_alive(), "a transfer thread did not finish"
 
 
 @pytest.fixture(scope="module")
 def pg():
-    engine = sa.create_engine(postgres_url(), pool_size=THREADS + 2, max_overflow=0)
+    threads = max(w.threads for w in WORKLOADS.values())
+    engine = sa.create_engine(postgres_url(), pool_size=threads + 2, max_overflow=0)
     table = unique_table()
     with engine.begin() as conn:
         conn.exec_driver_sql(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, balance BIGINT)")
         conn.execute(
             sa.text(f"INSERT INTO {table} (id, balance) VALUES (:id, {INITIAL_BALANCE})"),
-            [{"id": i} for i in range(1, ACCOUNTS + 1)],
+            [{"id": i} for i in range(1, MAX_ACCOUNTS + 1)],
         )
     yield engine, table
     with engine.begin() as conn:
@@ -203,8 +221,8 @@ def report(request):
     rows: list[tuple[str, str, dict]] = []
     yield rows
     header = (
-        f"contended transfers on PostgreSQL ({THREADS} threads, {ACCOUNTS} accounts, "
-        f"{ROUNDS} rounds): goodput ratio is to transactional on the same workload"
+        f"contended transfers on PostgreSQL ({ROUNDS} rounds per side): "
+        "goodput ratio is to transactional on the same workload"
     )
     lines = [header]
     lines.append(
@@ -215,7 +233,11 @@ def report(request):
     current = None
     for workload, side, info in rows:
         if workload != current:
-            lines.append(f"  [{workload}]")
+            w = WORKLOADS[workload]
+            lines.append(
+                f"  [{workload}] {w.isolation}, {w.threads} threads, {w.accounts} accounts,"
+                f" {w.transfers} transfers per round"
+            )
             current = workload
         ratio = info["goodput"] / base[workload] if base.get(workload) else float("nan")
         lines.append(
@@ -229,8 +251,8 @@ def report(request):
 def test_contended(benchmark, pg, report, workload, side):
     """A fixed plan of contended transfers; the sum of the balances never changes."""
     engine, table = pg
-    isolation, transfers, _ = WORKLOADS[workload]
-    factory = sessionmaker(engine.execution_options(isolation_level=isolation))
+    spec = WORKLOADS[workload]
+    factory = sessionmaker(engine.execution_options(isolation_level=spec.isolation))
     run = SIDES[side](factory, Transfer(table, workload))
     tallies: list[Tally] = []
     rounds = iter(range(ROUNDS))
@@ -240,7 +262,7 @@ def test_contended(benchmark, pg, report, workload, side):
             conn.exec_driver_sql(f"UPDATE {table} SET balance = {INITIAL_BALANCE}")
         tally = Tally()
         tallies.append(tally)
-        return (run, plan(transfers, seed=next(rounds)), tally), {}
+        return (run, plan(spec, seed=next(rounds)), spec.threads, tally), {}
 
     benchmark.group = f"contended-{workload}"
     benchmark.name = f"{side}_{workload}"
@@ -248,7 +270,7 @@ def test_contended(benchmark, pg, report, workload, side):
 
     with engine.connect() as conn:
         total = conn.exec_driver_sql(f"SELECT sum(balance) FROM {table}").scalar_one()
-    assert ACCOUNTS * INITIAL_BALANCE == total
+    assert MAX_ACCOUNTS * INITIAL_BALANCE == total
     info = summarize(tallies, benchmark.stats.stats.data if benchmark.stats else [])
     benchmark.extra_info.update(info)
     report.append((workload, side, info))

@@ -73,7 +73,7 @@ def async_calls(pg):
     loop.close()
 
 
-@pytest.mark.benchmark(group=SYNC)
+@pytest.mark.benchmark(group=SYNC, warmup=True)
 @pytest.mark.parametrize("side", SIDES)
 def test_postgres_sync(benchmark, sync_calls, ratios, side):
     """One read-only transaction through each wrapper; every side returns the same row."""
@@ -84,7 +84,7 @@ def test_postgres_sync(benchmark, sync_calls, ratios, side):
     ratios.add(benchmark, "bare_postgres_sync")
 
 
-@pytest.mark.benchmark(group=ASYNC)
+@pytest.mark.benchmark(group=ASYNC, warmup=True)
 @pytest.mark.parametrize("side", SIDES)
 def test_postgres_async(benchmark, async_calls, ratios, side):
     """The same transaction through each async wrapper (psycopg's async mode)."""

@@ -37,7 +37,6 @@ autodoc_typehints = "signature"
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
-python_maximum_signature_line_length = 90
 add_module_names = False
 
 # `-n` (nitpicky) checks every reference into txpolicy: a public signature that names a type
@@ -54,4 +53,5 @@ nitpick_ignore_regex = [
 
 html_theme = "furo"
 html_title = f"txpolicy {release}"
-html_static_path: list[str] = []
+html_static_path = ["_static"]
+html_css_files = ["txpolicy.css"]

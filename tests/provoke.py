@@ -8,17 +8,18 @@ generator of small driver-neutral steps (:class:`Run`, :class:`Start`, :class:`W
 :class:`Poll`...). Two thin shells run scenarios, one with threads and one with asyncio tasks,
 so the same scenario runs on every driver and under SQLAlchemy. The target picks the stack:
 
-===============================================  ===============================================
-target                                           what raises
-===============================================  ===============================================
-``"postgresql://..."``, ``"postgresql+psycopg://..."``  psycopg 3; ``psycopg.AsyncConnection``
-                                                 under :meth:`Provoker.aio`
-``"postgresql+asyncpg://..."`` (``aio`` only)    asyncpg
-``"mysql+pymysql://..."`` (sync only)            PyMySQL
-``"sqlite:///path"``                             sqlite3; aiosqlite under :meth:`Provoker.aio`
-``"sqlite+aiosqlite:///path"`` (``aio`` only)    aiosqlite
-a ``sqlalchemy.Engine`` / ``AsyncEngine``        SQLAlchemy, wrapping what its driver raised
-===============================================  ===============================================
+- ``"postgresql://..."`` or ``"postgresql+psycopg://..."``: psycopg 3
+  (``psycopg.AsyncConnection`` under :meth:`Provoker.aio`);
+- ``"postgresql+asyncpg://..."`` (``aio`` only): asyncpg;
+- ``"mysql+pymysql://..."`` (sync only): PyMySQL;
+- ``"sqlite:///path"``: sqlite3 (aiosqlite under ``aio``); ``"sqlite+aiosqlite:///path"``:
+  aiosqlite;
+- a ``sqlalchemy.Engine`` or ``AsyncEngine``: SQLAlchemy, wrapping what its driver raised.
+
+:class:`Stack` and :data:`STACKS` name the twelve stacks of CONTRACT §2 (``"psycopg"``,
+``"sa-asyncpg"``, ``"sqlite3"``...) and run a provoker on any of them from a plain server URL::
+
+    STACKS["sa-asyncpg"].provoke(provoke_pg_deadlock, "postgresql://postgres@127.0.0.1/test")
 
 For example::
 
@@ -56,6 +57,10 @@ import uuid
 from collections.abc import Callable, Generator
 from typing import Any, Protocol, TypeAlias
 
+import aiosqlite
+import asyncpg
+import psycopg
+import pymysql
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -71,6 +76,7 @@ __all__ = [
     "Poll",
     "Provoker",
     "Run",
+    "Settle",
     "Stack",
     "Start",
     "Wait",
@@ -143,6 +149,22 @@ class Poll:
     conn: str
     sql: str
     timeout: float = POLL_TIMEOUT
+    interval: float = POLL_INTERVAL
+
+
+@dataclasses.dataclass(frozen=True)
+class Settle:
+    """
+    Wait (at most *timeout*) until the driver of *conn* has itself seen the server close it.
+
+    asyncpg reads the socket in the background: a FATAL error that arrives while the
+    connection is idle is processed at some later turn of the event loop, and a statement sent
+    before that meets a half-closed protocol (``InternalClientError: cannot switch to state``).
+    The other drivers only read when asked, so for them this step does nothing.
+    """
+
+    conn: str
+    timeout: float = POLL_TIMEOUT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,7 +181,7 @@ class Cleanup:
     sql: str
 
 
-Step: TypeAlias = "Connect | Run | Start | Wait | Poll | CloseDriver | Cleanup"
+Step: TypeAlias = "Connect | Run | Start | Wait | Poll | Settle | CloseDriver | Cleanup"
 Scenario: TypeAlias = Generator[Any, Any, Any]
 Rows: TypeAlias = list[tuple[Any, ...]]
 SyncTarget: TypeAlias = "str | URL | sa.Engine"
@@ -187,6 +209,7 @@ class _AsyncDriver(Protocol):
     async def close_driver(self, conn: Any) -> None: ...
     async def discard(self, conn: Any) -> None: ...
     async def close(self) -> None: ...
+    async def seen_closed(self, conn: Any) -> bool: ...
 
 
 def _server_kwargs(url: URL, step: Connect) -> dict[str, Any]:
@@ -227,7 +250,6 @@ class _Psycopg:
         self.url = url
 
     def connect(self, step: Connect) -> Any:
-        import psycopg
 
         return psycopg.connect(**_libpq_kwargs(self.url, step))
 
@@ -252,7 +274,6 @@ class _PyMySQL:
         self.url = url
 
     def connect(self, step: Connect) -> Any:
-        import pymysql
 
         kwargs = _server_kwargs(self.url, step)
         kwargs["port"] = kwargs["port"] or 3306
@@ -361,7 +382,6 @@ class _AsyncPsycopg:
         self.url = url
 
     async def connect(self, step: Connect) -> Any:
-        import psycopg
 
         return await psycopg.AsyncConnection.connect(**_libpq_kwargs(self.url, step))
 
@@ -378,6 +398,9 @@ class _AsyncPsycopg:
     async def close(self) -> None:
         pass
 
+    async def seen_closed(self, conn: Any) -> bool:
+        return True
+
 
 class _Asyncpg:
     backend = "postgresql"
@@ -386,7 +409,6 @@ class _Asyncpg:
         self.url = url
 
     async def connect(self, step: Connect) -> Any:
-        import asyncpg
 
         kwargs = _server_kwargs(self.url, step)
         kwargs["port"] = kwargs["port"] or 5432
@@ -404,6 +426,9 @@ class _Asyncpg:
     async def close(self) -> None:
         pass
 
+    async def seen_closed(self, conn: Any) -> bool:
+        return bool(conn.is_closed())
+
 
 class _Aiosqlite:
     backend = "sqlite"
@@ -413,7 +438,6 @@ class _Aiosqlite:
         _sqlite_path(url)
 
     async def connect(self, step: Connect) -> Any:
-        import aiosqlite
 
         database, kwargs = _sqlite_connect_args(self.url, step)
         return await aiosqlite.connect(database, **kwargs)
@@ -433,6 +457,9 @@ class _Aiosqlite:
 
     async def close(self) -> None:
         pass
+
+    async def seen_closed(self, conn: Any) -> bool:
+        return True
 
 
 class _SAAsyncEngine:
@@ -467,6 +494,11 @@ class _SAAsyncEngine:
     async def close(self) -> None:
         for engine in self.side_engines:
             await engine.dispose()
+
+    async def seen_closed(self, conn: AsyncConnection) -> bool:
+        driver_connection = (await conn.get_raw_connection()).driver_connection
+        is_closed = getattr(driver_connection, "is_closed", None)  # asyncpg's
+        return True if is_closed is None else bool(is_closed())
 
 
 def _backend(name: str) -> str:
@@ -514,9 +546,7 @@ def _async_driver(target: AsyncTarget) -> _AsyncDriver:
         "sqlite+aiosqlite": _Aiosqlite,
     }
     if url.drivername not in drivers:
-        raise ValueError(
-            f"no async driver for {url.drivername!r}; choose one of {sorted(drivers)}"
-        )
+        raise ValueError(f"no async driver for {url.drivername!r}; choose one of {sorted(drivers)}")
     return drivers[url.drivername](url)
 
 
@@ -562,6 +592,8 @@ class _SyncSession:
                 return self._wait(name)
             case Poll():
                 return self._poll(step)
+            case Settle():
+                return None  # sync drivers read only when asked
             case CloseDriver(conn=name):
                 return self.driver.close_driver(self._conn(name))
             case Cleanup(sql=sql):
@@ -610,7 +642,7 @@ class _SyncSession:
                 return rows
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{step.sql!r} stayed false for {step.timeout} s")
-            time.sleep(POLL_INTERVAL)
+            time.sleep(step.interval)
 
     def _run_cleanups(self) -> None:
         if not self.cleanups:
@@ -656,6 +688,8 @@ class _AsyncSession:
                 return await asyncio.wait_for(asyncio.shield(task), JOIN_TIMEOUT)
             case Poll():
                 return await self._poll(step)
+            case Settle():
+                return await self._settle(step)
             case CloseDriver(conn=name):
                 return await self.driver.close_driver(await self._conn(name))
             case Cleanup(sql=sql):
@@ -685,6 +719,16 @@ class _AsyncSession:
                 return rows
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{step.sql!r} stayed false for {step.timeout} s")
+            await asyncio.sleep(step.interval)
+
+    async def _settle(self, step: Settle) -> None:
+        conn = await self._conn(step.conn)
+        deadline = time.monotonic() + step.timeout
+        while not await self.driver.seen_closed(conn):
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"the driver did not see {step.conn!r} close in {step.timeout} s"
+                )
             await asyncio.sleep(POLL_INTERVAL)
 
     async def _run_cleanups(self) -> None:
@@ -813,7 +857,9 @@ class Stack:
         finally:
             engine.dispose()
 
-    async def aprovoke(self, provoker: Provoker, url: str | URL, /, **options: Any) -> BaseException:
+    async def aprovoke(
+        self, provoker: Provoker, url: str | URL, /, **options: Any
+    ) -> BaseException:
         """Run *provoker* on this (async) stack inside a running event loop."""
         if not self.asynchronous:
             raise TypeError(f"{self.name} is a sync stack; use provoke()")
@@ -835,7 +881,9 @@ class Stack:
         """
         if not self.sqlalchemy:
             return error
-        inner = error.orig  # type: ignore[attr-defined]
+        inner = getattr(error, "orig", None)
+        if not isinstance(error, sa.exc.DBAPIError) or not isinstance(inner, BaseException):
+            raise TypeError(f"{self.name} raises SQLAlchemy's DBAPIError, not {error!r}")
         if type(inner).__module__.startswith("sqlalchemy.") and inner.__cause__ is not None:
             return inner.__cause__
         return inner
@@ -1019,6 +1067,7 @@ def provoke_pg_terminated(*, during: str = "idle") -> Scenario:
     yield Run(ADMIN, f"SELECT pg_terminate_backend({pid}, 5000)")
     if during == "statement":
         return (yield Wait("a", capture=True))
+    yield Settle("a")
     if during == "reuse":
         yield Run("a", "SELECT 1", capture=True)
     return (yield Run("a", "COMMIT" if during == "commit" else "SELECT 1", capture=True))
@@ -1133,6 +1182,7 @@ def provoke_pg_idle_in_transaction_timeout(*, at_commit: bool = False) -> Scenar
     yield Run("a", "BEGIN")
     yield Run("a", "SELECT 1")
     yield Poll(ADMIN, f"SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = {pid}")
+    yield Settle("a")
     return (yield Run("a", "COMMIT" if at_commit else "SELECT 1", capture=True))
 
 
@@ -1172,10 +1222,12 @@ def provoke_mysql_deadlock() -> Scenario:
     yield Run("a", f"UPDATE {table} SET v = v + 1 WHERE id = 1")
     yield Run("b", f"UPDATE {table} SET v = v + 1 WHERE id = 2")
     yield Start("a", f"UPDATE {table} SET v = v + 1 WHERE id = 2")
+    # InnoDB refreshes its information_schema cache only when it was not read for 100 ms.
     yield Poll(
         ADMIN,
         "SELECT count(*) > 0 FROM information_schema.innodb_trx"
         f" WHERE trx_mysql_thread_id = {id_a} AND trx_state = 'LOCK WAIT'",
+        interval=0.15,
     )
     b = yield Run("b", f"UPDATE {table} SET v = v + 1 WHERE id = 1", capture=True)
     a = yield Wait("a", capture=True)
@@ -1208,7 +1260,9 @@ def provoke_mysql_lock_wait_timeout(*, nowait: bool = False) -> Scenario:
 @_provoker("mysql")
 def provoke_mysql_statement_timeout() -> Scenario:
     """1969 (MariaDB): SLEEP past ``max_statement_time``, set for this statement only."""
-    return (yield Run("a", "SET STATEMENT max_statement_time = 0.1 FOR SELECT SLEEP(5)", capture=True))
+    return (
+        yield Run("a", "SET STATEMENT max_statement_time = 0.1 FOR SELECT SLEEP(5)", capture=True)
+    )
 
 
 def _my_sleep_in_background(conn: str, conn_id: int) -> Scenario:

@@ -510,3 +510,281 @@ def test_user_context_refuses_other_types():
     with pytest.raises(TypeError):
         with user_context("alice"):
             pass
+
+
+# -- transactional() bound to a database ---------------------------------------------------------
+
+
+def test_decorated_function_is_tracked_under_its_qualname(db):
+    """A decorated function's session is tracked with its __qualname__ as operation type."""
+    seen = []
+
+    @db.transactional()
+    def add_item(session, name):
+        seen.extend(db.active_sessions())
+        session.execute(sa.text("INSERT INTO items (name) VALUES (:n)"), {"n": name})
+
+    add_item("a")
+    stats = db.stats()
+
+    assert [add_item.__qualname__] == [info.operation_type for info in seen]
+    assert "test_decorated_function_is_tracked_under_its_qualname.<locals>.add_item" == (
+        seen[0].operation_type
+    )
+    assert (2, 2, 0) == (
+        stats.total_sessions_created,
+        stats.sessions_cleaned_up,
+        stats.active_sessions_count,
+    )
+    assert 1 == count_items(db)
+
+
+def test_top_level_transactional_accepts_the_database(db):
+    """txpolicy.transactional(db) runs on the default engine, tracked like db.transactional()."""
+
+    @txpolicy.transactional(db, operation_type="top")
+    def add_item(session):
+        session.execute(sa.text("INSERT INTO items (name) VALUES ('a')"))
+        return [info.operation_type for info in db.active_sessions()]
+
+    assert ["top"] == add_item()
+    assert 1 == count_items(db)
+
+
+def test_decorated_functions_join_get_session(db):
+    """Inside get_session, a decorated function of the same database joins its session."""
+    sessions = []
+
+    @db.transactional()
+    def add_item(session, name):
+        sessions.append(session)
+        session.execute(sa.text("INSERT INTO items (name) VALUES (:n)"), {"n": name})
+
+    with pytest.raises(RuntimeError):
+        with db.get_session() as outer:
+            add_item("a")
+            add_item("b")
+            created_inside = db.stats().total_sessions_created
+            raise RuntimeError("roll it all back")
+
+    assert [outer, outer] == sessions
+    assert 1 + 1 == created_inside
+    assert 0 == count_items(db)
+
+
+def test_attempts_block_is_tracked(db):
+    """db.attempts() yields tracked sessions and commits the block."""
+    for attempt in db.attempts(operation_type="block"):
+        with attempt as session:
+            session.execute(sa.text("INSERT INTO items (name) VALUES ('a')"))
+            (info,) = db.active_sessions()
+
+    assert "block" == info.operation_type
+    assert 1 == count_items(db)
+
+
+def test_unknown_engine_name_fails_at_decoration(db):
+    """db.transactional(engine_name=...) checks the name when the scope is built."""
+    with pytest.raises(ValueError, match="'primary'"):
+        db.transactional(engine_name="replica")
+
+
+def test_scopes_on_different_engines_are_independent(tmp_path):
+    """A scope on another engine of the same database owns its own session."""
+    urls = {name: f"sqlite:///{tmp_path / name}.sqlite" for name in ("main", "audit")}
+    with Database(urls) as database:
+
+        @database.transactional(engine_name="audit")
+        def audit(session):
+            return session
+
+        @database.transactional()
+        def main(session):
+            return session, audit()
+
+        outer, inner = main()
+        stats = database.stats()
+
+    assert outer is not inner
+    assert 2 == stats.total_sessions_created
+
+
+def test_scope_user_context_is_tracked(db):
+    """The scope's user_context= argument is the context its session is tracked under."""
+
+    @db.transactional(user_context=UserContext("u1", "t1"))
+    def work(session):
+        return db.active_sessions()
+
+    (info,) = work()
+
+    assert ("u1", "t1") == (info.user_id, info.tenant_id)
+
+
+def test_joining_another_users_transaction_is_refused_and_counted(db):
+    """A scope with another user's context cannot join: ContextIsolationError, counted once."""
+    ran = []
+
+    @db.transactional(user_context=UserContext("bob"))
+    def as_bob(session):
+        ran.append("bob")
+
+    @db.transactional(user_context=UserContext("alice"))
+    def as_alice(session):
+        as_bob()
+
+    with pytest.raises(ContextIsolationError):
+        as_alice()
+    stats = db.stats()
+
+    assert [] == ran
+    assert 1 == stats.context_isolation_violations
+    assert (1 + 1, 1 + 1, 0) == (  # the fixture's session, then as_alice's
+        stats.total_sessions_created,
+        stats.sessions_cleaned_up,
+        stats.active_sessions_count,
+    )
+
+
+def test_joining_without_context_inherits_the_owners(db):
+    """A joining scope with no context of its own joins (same session); no violation."""
+
+    @db.transactional()
+    def inner(session):
+        return session
+
+    @db.transactional(user_context=UserContext("alice"))
+    def outer(session):
+        return session, inner()
+
+    owner_session, joined_session = outer()
+
+    assert owner_session is joined_session
+    assert 0 == db.stats().context_isolation_violations
+
+
+def test_get_session_for_another_user_inside_a_transaction(db):
+    """get_session(user_context=B) inside A's transaction opens B's own session: no violation."""
+
+    @db.transactional(user_context=UserContext("alice"))
+    def as_alice(session):
+        with db.get_session(user_context=UserContext("bob")) as other:
+            infos = db.active_sessions()
+            return session is other, [info.user_id for info in infos]
+
+    same, users = as_alice()
+
+    assert (False, ["alice", "bob"]) == (same, users)
+    assert 0 == db.stats().context_isolation_violations
+
+
+def test_require_user_context_refuses_decorated_calls(sqlite_url):
+    """require_user_context=True refuses a decorated call without context, before its body."""
+    ran = []
+    with Database(sqlite_url, require_user_context=True) as database:
+
+        @database.transactional()
+        def work(session):
+            ran.append(1)
+
+        with pytest.raises(ContextIsolationError):
+            work()
+        with user_context(UserContext("u")):
+            work()
+        stats = database.stats()
+
+    assert [1] == ran
+    assert (1, 0) == (stats.total_sessions_created, stats.context_isolation_violations)
+
+
+@pytest.fixture
+def pg_counter(pg_engine, table_name):
+    """A one-row table on PostgreSQL for provoking real serialization failures."""
+    with pg_engine.begin() as connection:
+        connection.execute(sa.text(f"CREATE TABLE {table_name} (id int PRIMARY KEY, n int)"))
+        connection.execute(sa.text(f"INSERT INTO {table_name} VALUES (1, 0)"))
+    yield table_name
+    with pg_engine.begin() as connection:
+        connection.execute(sa.text(f"DROP TABLE {table_name}"))
+
+
+def test_retries_are_counted_and_delivered(pg_engine, pg_counter, postgres_url):
+    """A real serialization failure: one retry counted under its category, one session per attempt."""
+    records = []
+    policy = txpolicy.RetryPolicy(wait_initial=0.001, wait_max=0.002)
+    with Database(postgres_url, pool_size=2, policy=policy) as database:
+        database.add_listener("retry", records.append)
+        database.add_listener("give_up", records.append)
+
+        @database.transactional(isolation_level="REPEATABLE READ")
+        def bump(session):
+            session.execute(sa.text(f"SELECT n FROM {pg_counter} WHERE id = 1"))
+            if not records:
+                with pg_engine.begin() as connection:
+                    connection.execute(sa.text(f"UPDATE {pg_counter} SET n = n + 1"))
+            session.execute(sa.text(f"UPDATE {pg_counter} SET n = n + 1"))
+
+        bump()
+        stats = database.stats()
+
+    assert [("retry", txpolicy.ErrorCategory.SERIALIZATION)] == [
+        (r.event, r.category) for r in records
+    ]
+    assert 1 == stats.retries_by_category[txpolicy.ErrorCategory.SERIALIZATION]
+    assert 1 == sum(stats.retries_by_category.values())
+    assert (2, 2, 0) == (
+        stats.total_sessions_created,
+        stats.sessions_cleaned_up,
+        stats.active_sessions_count,
+    )
+
+
+def test_give_up_is_counted_and_delivered(pg_engine, pg_counter, postgres_url):
+    """With one attempt, the serialization failure gives up: counted and delivered once."""
+    records = []
+    policy = txpolicy.RetryPolicy(attempts=1)
+    with Database(postgres_url, pool_size=2, policy=policy) as database:
+        database.add_listener("give_up", records.append)
+
+        @database.transactional(isolation_level="REPEATABLE READ")
+        def bump(session):
+            session.execute(sa.text(f"SELECT n FROM {pg_counter} WHERE id = 1"))
+            with pg_engine.begin() as connection:
+                connection.execute(sa.text(f"UPDATE {pg_counter} SET n = n + 1"))
+            session.execute(sa.text(f"UPDATE {pg_counter} SET n = n + 1"))
+
+        with pytest.raises(txpolicy.SerializationError):
+            bump()
+        stats = database.stats()
+
+    assert [txpolicy.ErrorCategory.SERIALIZATION] == [r.category for r in records]
+    assert 1 == stats.give_ups_by_category[txpolicy.ErrorCategory.SERIALIZATION]
+    assert 0 == sum(stats.retries_by_category.values())
+
+
+def test_stats_after_close_keep_the_engines(sqlite_url):
+    """close() detaches the pool listeners but stats() still reports the final figures."""
+    database = Database({"main": sqlite_url})
+    with database.get_session():
+        pass
+    database.close()
+    stats = database.stats()
+
+    assert ["main"] == list(stats.engines)
+    assert (1, 1, 0) == (
+        stats.total_sessions_created,
+        stats.sessions_cleaned_up,
+        stats.engines["main"].checked_out,
+    )
+
+
+
+def test_engine_options_choosing_another_pool(postgres_url):
+    """engine_options may pick a NullPool: the pool settings are then not applied (unbounded)."""
+    with Database(postgres_url, engine_options={"poolclass": sa.pool.NullPool}) as database:
+        with database.get_session() as session:
+            value = session.execute(sa.text("SELECT 1")).scalar_one()
+        engine_stats = database.stats().engines["primary"]
+
+    assert 1 == value
+    assert (None, 0) == (engine_stats.capacity, engine_stats.checked_out)

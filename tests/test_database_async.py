@@ -43,6 +43,13 @@ async def sqlite_db(tmp_path):
     await database.aclose()
 
 
+async def settled(database: AsyncDatabase) -> None:
+    """Wait (at most 10 s) until shielded cleanups have closed every session."""
+    with anyio.fail_after(10):
+        while database.stats().active_sessions_count:
+            await anyio.sleep(0.01)
+
+
 def counts(database: AsyncDatabase) -> tuple[int, int, int]:
     stats = database.stats()
     return (stats.total_sessions_created, stats.sessions_cleaned_up, stats.active_sessions_count)
@@ -193,7 +200,10 @@ async def test_stats_exact_with_raising_and_cancelled_tasks(pg_db):
             await all_started.wait()
             tg.cancel_scope.cancel()
 
-    # Every task has left its scope; SQLAlchemy has returned every connection.
+    # Like SQLAlchemy's AsyncSession.__aexit__, txpolicy shields the cleanup of a cancelled
+    # task from the cancellation: it may finish just after the task itself. Bounded wait.
+    await settled(pg_db)
+
     assert (total, total, 0) == counts(pg_db)
     assert () == pg_db.active_sessions()
     assert 0 == pg_db.stats().engines["primary"].checked_out
@@ -204,6 +214,7 @@ async def test_cancelled_while_waiting_for_the_server(pg_db):
     with anyio.move_on_after(0.5):
         async with pg_db.get_session() as session:
             await session.execute(sa.text("SELECT pg_sleep(30)"))
+    await settled(pg_db)
 
     assert (1, 1, 0) == counts(pg_db)
 
@@ -234,3 +245,51 @@ async def test_sqlite_async_commits_and_rolls_back(sqlite_db):
         rows = (await session.execute(sa.text("SELECT n FROM items"))).scalars().all()
 
     assert [1] == rows
+
+
+async def test_decorated_coroutine_joins_get_session(sqlite_db):
+    """A decorated coroutine function joins get_session's session; tracked by qualname."""
+    seen = []
+
+    @sqlite_db.transactional()
+    async def add(session, n):
+        seen.append((session, [info.operation_type for info in sqlite_db.active_sessions()]))
+        await session.execute(sa.text("INSERT INTO items (n) VALUES (:n)"), {"n": n})
+
+    await add(1)
+    async with sqlite_db.get_session(operation_type="outer") as outer:
+        await add(2)
+    async with sqlite_db.get_session() as session:
+        rows = (await session.execute(sa.text("SELECT n FROM items ORDER BY n"))).scalars().all()
+
+    assert [add.__qualname__] == seen[0][1]
+    assert (outer, ["outer"]) == seen[1]
+    assert [1, 2] == rows
+
+
+async def test_async_violation_is_counted(sqlite_db):
+    """An async scope of another user cannot join: ContextIsolationError, counted."""
+
+    @sqlite_db.transactional(user_context=UserContext("bob"))
+    async def as_bob(session):
+        raise AssertionError("must not run")
+
+    @sqlite_db.transactional(user_context=UserContext("alice"))
+    async def as_alice(session):
+        await as_bob()
+
+    with pytest.raises(ContextIsolationError):
+        await as_alice()
+
+    assert 1 == sqlite_db.stats().context_isolation_violations
+    assert 0 == sqlite_db.stats().active_sessions_count
+
+
+async def test_async_attempts_block(sqlite_db):
+    """AsyncDatabase.attempts() yields tracked AsyncSessions."""
+    async for attempt in sqlite_db.attempts(operation_type="block"):
+        async with attempt as session:
+            await session.execute(sa.text("INSERT INTO items (n) VALUES (7)"))
+            (info,) = sqlite_db.active_sessions()
+
+    assert "block" == info.operation_type

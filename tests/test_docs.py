@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 import sys
 from pathlib import Path
@@ -13,8 +14,9 @@ from txpolicy._exceptions import CATEGORY_CLASSES, DEFAULT_RETRY_ON, ErrorCatego
 
 ROOT = Path(__file__).parent.parent
 DOCS = ROOT / "docs"
-sys.path.insert(0, str(DOCS / "_ext"))
+sys.path[:0] = [str(DOCS / "_ext"), str(ROOT / "tools")]
 
+import bench_to_docs  # noqa: E402
 import txpolicy_docs  # noqa: E402
 
 FAKE_ROWS = [
@@ -70,7 +72,7 @@ def _write_module(path: Path, name: str, source: str) -> None:
     (path / f"{name}.py").write_text(source)
 
 
-def _build(tmp_path: Path, index: str) -> str:
+def _build(tmp_path: Path, index: str, files: dict[str, str] | None = None) -> str:
     """Build a one-page Sphinx project that uses the extension; return its text output."""
     from sphinx.application import Sphinx
     from sphinx.util.docutils import docutils_namespace
@@ -82,6 +84,8 @@ def _build(tmp_path: Path, index: str) -> str:
         "extensions = ['sphinx.ext.autodoc', 'txpolicy_docs']\n"
     )
     (src / "index.rst").write_text(index)
+    for name, content in (files or {}).items():
+        (src / name).write_text(content)
     warnings = io.StringIO()
     with docutils_namespace():  # each build registers its nodes and directives afresh
         app = Sphinx(
@@ -110,7 +114,9 @@ def test_error_tables_directive_renders_one_section_per_dialect(
     monkeypatch.setattr(_errors, "table_rows", lambda: iter(FAKE_ROWS))
     monkeypatch.setattr(_errors, "fallback_rows", lambda: iter(fallbacks))
 
-    targets = "".join(f".. py:exception:: txpolicy.{cls.__name__}\n\n" for cls in CATEGORY_CLASSES.values())
+    targets = "".join(
+        f".. py:attribute:: txpolicy.ErrorCategory.{c.name}\n\n" for c in ErrorCategory
+    )
 
     text = _build(tmp_path, f"Errors\n======\n\n{targets}.. txpolicy-error-tables::\n")
 
@@ -120,12 +126,12 @@ def test_error_tables_directive_renders_one_section_per_dialect(
     assert "fall back to" in mysql
     assert "transaction rollback" in mysql
     assert 1 == text.count("fall back to")
-    for code, condition, _, exception, _ in txpolicy_docs.error_tables(
-        FAKE_ROWS, CATEGORY_CLASSES, DEFAULT_RETRY_ON
-    )["postgresql"]:
-        assert code in text
-        assert condition in text
-        assert exception in text
+    for row in txpolicy_docs.error_tables(FAKE_ROWS, CATEGORY_CLASSES, DEFAULT_RETRY_ON)[
+        "postgresql"
+    ]:
+        assert row.code in text
+        assert row.condition in text
+        assert row.category.value in text
 
 
 def test_api_directive_documents_every_exported_name(
@@ -178,7 +184,10 @@ def _python_blocks(path: Path) -> list[str]:
 
 @pytest.mark.parametrize(
     "page",
-    [pytest.param("docs/getting-started.md", id="getting-started"), pytest.param("README.md", id="readme")],
+    [
+        pytest.param("docs/getting-started.md", id="getting-started"),
+        pytest.param("README.md", id="readme"),
+    ],
 )
 def test_examples_run(page: str) -> None:
     """Every ``python`` block of the page runs, in order, in one namespace, as written
@@ -190,3 +199,101 @@ def test_examples_run(page: str) -> None:
         exec(compile(block, f"{page}[{number}]", "exec"), namespace)  # noqa: S102
 
     assert blocks
+
+
+FAKE_REPORT = {
+    "datetime": "2026-11-30T12:00:00.000000+00:00",
+    "version": "5.3.1",
+    "commit_info": {"id": "0123456789abcdef"},
+    "machine_info": {
+        "python_implementation": "CPython",
+        "python_version": "3.11.7",
+        "system": "Linux",
+        "machine": "x86_64",
+        "cpu": {"brand_raw": "Some CPU", "count": 2},
+    },
+    "benchmarks": [
+        {
+            "group": "happy-sync",
+            "name": "bare",
+            "fullname": "benchmarks/test_bench_fake.py::test_sync[bare]",
+            "stats": {"median": 20e-6, "min": 18e-6, "mean": 21e-6, "rounds": 100, "data": [1.0]},
+            "extra_info": {"baseline": "bare", "ratio_to_baseline": 1.0},
+        },
+        {
+            "group": "happy-sync",
+            "name": "transactional",
+            "fullname": "benchmarks/test_bench_fake.py::test_sync[transactional]",
+            "stats": {"median": 25e-6, "min": 22e-6, "mean": 26e-6, "rounds": 100, "data": [1.0]},
+            "extra_info": {"baseline": "bare", "ratio_to_baseline": 1.25},
+        },
+        {
+            "group": "contended",
+            "name": "transactional_deadlock",
+            "stats": {"median": 2.5, "min": 2.0, "mean": 2.6, "rounds": 4, "data": [1.0]},
+            "extra_info": {"goodput": 120.5, "give_ups": 0, "note": "text"},
+        },
+    ],
+}
+
+
+def test_bench_to_docs_keeps_what_the_page_shows() -> None:
+    """The trimmed report keeps medians, rounds, extra_info and the machine; no raw data."""
+    trimmed = bench_to_docs.trim(FAKE_REPORT)
+
+    assert {"python": "CPython 3.11.7", "system": "Linux", "cpu": "Some CPU", "cores": 2} == (
+        trimmed["machine"]
+    )
+    assert ["bare", "transactional", "transactional_deadlock"] == [
+        bench["name"] for bench in trimmed["benchmarks"]
+    ]
+    assert {
+        "group": "happy-sync",
+        "name": "transactional",
+        "module": "benchmarks/test_bench_fake.py",
+        "median": 25e-6,
+        "min": 22e-6,
+        "mean": 26e-6,
+        "rounds": 100,
+        "extra_info": {"baseline": "bare", "ratio_to_baseline": 1.25},
+    } == trimmed["benchmarks"][1]
+
+
+def test_bench_groups_and_columns() -> None:
+    """Rows are grouped, the baseline is marked, and only numbers every row has become columns."""
+    groups = txpolicy_docs.bench_groups(bench_to_docs.trim(FAKE_REPORT))
+
+    assert ["happy-sync", "contended"] == list(groups)
+    assert [("bare", True, 1.0), ("transactional", False, 1.25)] == [
+        (row.name, row.baseline, row.ratio) for row in groups["happy-sync"]
+    ]
+    assert ["goodput", "give_ups"] == txpolicy_docs.extra_columns(groups["contended"])
+    assert [] == txpolicy_docs.extra_columns(groups["happy-sync"])
+
+
+@pytest.mark.parametrize(
+    ("seconds", "expected"),
+    [
+        pytest.param(12.34e-6, "12.3 µs", id="microseconds"),
+        pytest.param(0.0456, "45.6 ms", id="milliseconds"),
+        pytest.param(2.5, "2.50 s", id="seconds"),
+    ],
+)
+def test_format_seconds(seconds: float, expected: str) -> None:
+    """Durations are shown in the unit that keeps them readable."""
+    assert expected == txpolicy_docs.format_seconds(seconds)
+
+
+def test_benchmarks_directive_renders_chart_and_table(tmp_path: Path) -> None:
+    """The page shows the machine, and per group a bar chart and a table."""
+    data = json.dumps(bench_to_docs.trim(FAKE_REPORT))
+
+    text = _build(
+        tmp_path, "Bench\n=====\n\n.. txpolicy-benchmarks:: data.json\n", {"data.json": data}
+    )
+
+    assert "Measured on 2026-11-30 with CPython 3.11.7 on Linux, Some CPU (2 cores)" in " ".join(
+        text.split()
+    )
+    for expected in ["happy-sync", "contended", "25.0 µs", "1.25", "baseline", "goodput", "120"]:
+        assert expected in text

@@ -15,14 +15,7 @@ import pytest
 from asyncpg.exceptions._base import PostgresMessageMeta
 
 from tests import provoke as p
-from tests.real_error_cases import (
-    Case,
-    Shape,
-    check_classified,
-    check_commit_verdict,
-    check_verdict,
-    params,
-)
+from tests.real_error_cases import Case, Shape, check_all, params
 from txpolicy import ErrorCategory as C
 
 pytestmark = pytest.mark.postgres
@@ -54,13 +47,8 @@ CASES = [
         pg("40001", "concurrent update"),
     ),
     Case(
-        "serialization-at-commit",
-        p.provoke_pg_serialization,
-        C.SERIALIZATION,
-        pg("40001", "read/write dependencies"),
-        {"at_commit": True},
+        "nowait", p.provoke_pg_lock_not_available, C.LOCK_TIMEOUT, pg("55P03", "could not obtain")
     ),
-    Case("nowait", p.provoke_pg_lock_not_available, C.LOCK_TIMEOUT, pg("55P03", "could not obtain")),
     Case(
         "lock-timeout",
         p.provoke_pg_lock_not_available,
@@ -96,13 +84,6 @@ CASES = [
             ),
         ),
         {"during": "statement"},
-    ),
-    Case(
-        "terminated-at-commit",
-        p.provoke_pg_terminated,
-        C.CONNECTION,
-        pg("57P01", "administrator command", asyncpg=ASYNCPG_CLOSED),
-        {"during": "commit"},
     ),
     Case(
         "reused-after-termination",
@@ -163,14 +144,29 @@ CASES = [
     ),
 ]
 
-BY_ID = {case.id: case for case in CASES}
-IDLE_AT_COMMIT = Case(
-    "idle-in-transaction-timeout-at-commit",
-    p.provoke_pg_idle_in_transaction_timeout,
-    C.CONNECTION,
-    pg("25P03", "idle-in-transaction timeout", asyncpg=ASYNCPG_CLOSED),
-    {"at_commit": True},
-)
+AT_COMMIT = [
+    Case(
+        "serialization-at-commit",
+        p.provoke_pg_serialization,
+        C.SERIALIZATION,
+        pg("40001", "read/write dependencies"),
+        {"at_commit": True},
+    ),
+    Case(
+        "terminated-at-commit",
+        p.provoke_pg_terminated,
+        C.CONNECTION,
+        pg("57P01", "administrator command", asyncpg=ASYNCPG_CLOSED),
+        {"during": "commit"},
+    ),
+    Case(
+        "idle-in-transaction-timeout-at-commit",
+        p.provoke_pg_idle_in_transaction_timeout,
+        C.CONNECTION,
+        pg("25P03", "idle-in-transaction timeout", asyncpg=ASYNCPG_CLOSED),
+        {"at_commit": True},
+    ),
+]
 
 
 @pytest.mark.parametrize(("stack", "case"), params(CASES, "postgresql"))
@@ -178,47 +174,20 @@ def test_real_error_is_classified(postgres_url: str, stack: p.Stack, case: Case)
     """A real PostgreSQL error lands in its contract category, raw and through SQLAlchemy."""
     error = case.provoke(stack, postgres_url)
 
-    check_classified(case, stack, error)
-    check_verdict(case, error)
+    check_all(case, stack, error)
 
 
-@pytest.mark.parametrize(
-    ("stack", "case"),
-    params([BY_ID["terminated-at-commit"]], "postgresql")
-    + params([IDLE_AT_COMMIT], "postgresql", drivers=("asyncpg",)),
-)
-def test_connection_lost_at_commit_is_not_retried(
-    postgres_url: str, stack: p.Stack, case: Case
-) -> None:
+@pytest.mark.parametrize(("stack", "case"), params(AT_COMMIT, "postgresql"))
+def test_error_raised_by_commit(postgres_url: str, stack: p.Stack, case: Case) -> None:
     """
-    A connection lost in reply to COMMIT means the outcome is unknown (CONTRACT §2, §4).
+    Errors that COMMIT itself raised keep their category; only connection losses turn unknown.
 
-    ``is_retryable_error(..., during_commit=True)`` is then true only for idempotent calls. With
-    asyncpg the server's own word (25P03, a definite rollback) is lost before COMMIT is even
-    sent, so the driver only reports a closed connection: that too is an unknown outcome.
+    40001 under SERIALIZABLE, and 25P03 (the server ended the idle transaction and answers
+    COMMIT with the FATAL error) are definite rollbacks, retried even with
+    ``during_commit=True`` (CONTRACT §4). A connection terminated before COMMIT's reply is an
+    unknown outcome: retried only when idempotent. With asyncpg the server's word (25P03) is
+    lost before COMMIT is even sent, so all it reports is a closed connection: unknown too.
     """
     error = case.provoke(stack, postgres_url)
 
-    check_classified(case, stack, error)
-    check_commit_verdict(error, definite_rollback=False)
-
-
-@pytest.mark.parametrize(
-    ("stack", "case"),
-    params([BY_ID["serialization-at-commit"]], "postgresql")
-    + params([IDLE_AT_COMMIT], "postgresql", drivers=("psycopg",)),
-)
-def test_rollback_reported_by_commit_stays_retryable(
-    postgres_url: str, stack: p.Stack, case: Case
-) -> None:
-    """
-    An error by which the server says COMMIT rolled back keeps its verdict (CONTRACT §4).
-
-    40001 raised by COMMIT under SERIALIZABLE, and 25P03 (the server ended the idle
-    transaction, then answered COMMIT with the FATAL error), are definite rollbacks: retried
-    even with ``during_commit=True``.
-    """
-    error = case.provoke(stack, postgres_url)
-
-    check_classified(case, stack, error)
-    check_commit_verdict(error, definite_rollback=True)
+    check_all(case, stack, error)

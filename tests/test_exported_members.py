@@ -15,16 +15,6 @@ import txpolicy
 PUBLIC_MODULES = ["txpolicy", "txpolicy.testing"]
 
 
-def _module(name: str) -> types.ModuleType:
-    """Import a public module; txpolicy.testing is skipped only while it does not exist yet."""
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as error:
-        if error.name != name or name == "txpolicy":
-            raise
-        pytest.skip(f"{name} does not exist yet")
-
-
 def _own_doc(obj: object) -> str:
     """The object's own docstring: unlike inspect.getdoc, a class never inherits one."""
     doc = vars(obj).get("__doc__") if inspect.isclass(obj) else getattr(obj, "__doc__", None)
@@ -35,7 +25,7 @@ def _own_doc(obj: object) -> str:
 def test_all_is_complete(name: str) -> None:
     """Every public attribute is listed in ``__all__``, except modules and the two names
     that imports for type checking leave behind (``annotations``, ``TYPE_CHECKING``)."""
-    module = _module(name)
+    module = importlib.import_module(name)
 
     public = {
         attribute
@@ -51,7 +41,7 @@ def test_all_is_complete(name: str) -> None:
 @pytest.mark.parametrize("name", PUBLIC_MODULES)
 def test_all_is_sorted_and_unique(name: str) -> None:
     """``__all__`` is sorted (as ruff's RUF022 sorts it) and has no duplicates."""
-    module = _module(name)
+    module = importlib.import_module(name)
 
     assert sorted(set(module.__all__)) == list(module.__all__)
 
@@ -59,7 +49,7 @@ def test_all_is_sorted_and_unique(name: str) -> None:
 @pytest.mark.parametrize("name", PUBLIC_MODULES)
 def test_every_name_is_importable(name: str) -> None:
     """``from module import name`` works for every name in ``__all__``."""
-    module = _module(name)
+    module = importlib.import_module(name)
 
     missing = []
     for attribute in module.__all__:
@@ -75,7 +65,7 @@ def test_every_name_is_importable(name: str) -> None:
 def test_every_name_has_a_docstring(name: str) -> None:
     """Every exported object, and every public method or property of an exported class,
     has a docstring of its own (the API reference is generated from them)."""
-    module = _module(name)
+    module = importlib.import_module(name)
 
     missing = []
     for attribute in module.__all__:

@@ -110,6 +110,23 @@ def test_proxy_mid_transaction_cuts_before_the_next_statement(proxy, direct, led
     assert [] == _ids(direct, ledger)
 
 
+def test_proxy_after_commit_records_a_server_side_rollback(proxy, direct, ledger):
+    """COMMIT of a failed transaction is answered ROLLBACK: the cut is recorded as not committed."""
+    proxy.arm(CutRule.after_commit(only_if=ledger))
+    conn = psycopg.connect(proxy.conninfo())
+    try:
+        conn.execute(f"INSERT INTO {ledger} VALUES (1)")
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute(f"INSERT INTO {ledger} VALUES (1)")
+        with pytest.raises(psycopg.OperationalError):
+            conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+    assert [False] == [event.committed for event in proxy.events]
+    assert [] == _ids(direct, ledger)
+
+
 def test_proxy_is_transparent_until_armed_and_fires_times(proxy, direct, ledger):
     """Unarmed, traffic passes; an arm fires exactly `times` times and then passes traffic again."""
     arm = proxy.arm(CutRule.before_commit(only_if=ledger), times=2)

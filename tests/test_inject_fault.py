@@ -627,15 +627,47 @@ def test_the_handle_describes_itself(sqlite_engine):
     assert "<FaultHandle DATA at='commit' fired=0/2 removed>" == repr(handle)
 
 
-def test_removing_the_last_fault_removes_the_hooks(sqlite_engine):
-    """With no fault left, the engine's dialect is back to its own do_commit and no listeners."""
+def test_removing_the_last_fault_gives_the_dialect_its_do_commit_back(sqlite_engine):
+    """With no fault left, the engine's dialect commits through its own do_commit again."""
     dialect = sqlite_engine.dialect
     with inject_fault(sqlite_engine, C.DATA), inject_fault(sqlite_engine, C.DATA, at="commit"):
         assert "do_commit" in vars(dialect)
-        assert sa.event.contains(dialect, "do_execute", dialect._txpolicy_fault_hooks.on_execute)
+    with inject_fault(sqlite_engine, C.DATA):
+        assert "do_commit" in vars(dialect)
 
     assert "do_commit" not in vars(dialect)
-    assert not sa.event.contains(dialect, "do_execute", dialect._txpolicy_fault_hooks.on_execute)
+
+
+def test_injecting_and_removing_while_other_threads_run_statements(pg_engine):
+    """Faults come and go while statements run in other threads: only DBAPI errors surface."""
+    stop = threading.Event()
+    unexpected: list[BaseException] = []
+
+    def work():
+        with pg_engine.connect() as conn:
+            while not stop.is_set():
+                try:
+                    conn.execute(sa.text("SELECT 1"))
+                    conn.commit()
+                except sa.exc.DBAPIError:
+                    conn.rollback()
+                except Exception as error:
+                    unexpected.append(error)
+                    return
+
+    workers = [threading.Thread(target=work) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    try:
+        for at in ["statement", "commit"] * 100:
+            inject_fault(pg_engine, C.SERIALIZATION, at=at).remove()
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=30)
+
+    assert ([], [False] * 3) == (unexpected, [worker.is_alive() for worker in workers])
+    assert 42 == answer(pg_engine)
 
 
 # -- with transactional() -------------------------------------------------------------------------

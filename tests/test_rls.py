@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import random
+import re
 import threading
 import uuid
+from pathlib import Path
 
 import anyio
 import pytest
@@ -220,24 +222,28 @@ def test_thread_pool_never_reads_other_users(db, rls):
 @pytest.mark.anyio
 @pytest.mark.parametrize("driver", ["postgresql+psycopg", "postgresql+asyncpg"])
 async def test_concurrent_tasks_never_read_other_users(rls, driver):
-    """200 asyncio tasks for random users share 8 connections: no task ever sees a foreign row."""
+    """
+    200 asyncio tasks for random users share 8 connections: no task ever sees a foreign row
+    (read through a decorated function), and every write for another owner is refused.
+    """
     url, table = rls
     database = AsyncDatabase(url_for_driver(url, driver), pool_size=8, max_overflow=0)
     rng = random.Random(4)
     leaks = []
     refused = []
 
+    @database.transactional(read_only=True)
+    async def read_rows(session):
+        query = sa.text(f"SELECT owner FROM {table} WHERE body IS NOT NULL")
+        rows = (await session.execute(query)).scalars().all()
+        await anyio.sleep(0)  # let the other tasks interleave mid-transaction
+        again = (await session.execute(sa.text(f"SELECT owner FROM {table}"))).scalars().all()
+        return rows, again
+
     async def task(user: str, other: str) -> None:
         with user_context(UserContext(user)):
-            async with database.get_session() as session:
-                rows = (
-                    await session.execute(
-                        sa.text(f"SELECT owner FROM {table} WHERE body IS NOT NULL")
-                    )
-                ).scalars().all()
-                await anyio.sleep(0)  # let the other tasks interleave mid-transaction
-                again = (await session.execute(sa.text(f"SELECT owner FROM {table}"))).scalars()
-                leaks.append(sum(o != user for o in [*rows, *again]) + (len(rows) != 3))
+            rows, again = await read_rows()
+            leaks.append(sum(o != user for o in [*rows, *again]) + (len(rows) != 3))
             try:
                 async with database.get_session() as session:
                     await session.execute(
@@ -294,3 +300,222 @@ def test_values_are_bind_parameters(db, rls):
 
     assert (nasty, "t'; --") == tuple(seen)
     assert [] == visible
+
+
+SETTING = sa.text("SELECT current_setting('txpolicy.user_id', true)")
+
+
+def test_failed_savepoint_scope_leaves_the_context_in_force(db, rls):
+    """
+    A nested scope that fails inside user A's transaction is rolled back to its savepoint;
+    A's context is set again and stays in force for the rest of the transaction.
+    """
+    _, table = rls
+    engine = db._adapter("primary").engine
+    executed = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        executed.append(statement)
+
+    @db.transactional(propagation="nested")
+    def failing(session):
+        session.execute(sa.text("SELECT set_config('txpolicy.user_id', 'user9', true)"))
+        session.execute(sa.text("SELECT 1 / 0"))
+
+    @db.transactional(user_context=UserContext("user4"))
+    def outer(session):
+        sa.event.listen(engine, "before_cursor_execute", record)
+        try:
+            failing()
+        except txpolicy.DataError:
+            pass
+        finally:
+            sa.event.remove(engine, "before_cursor_execute", record)
+        return session.execute(SETTING).scalar_one(), owners(session, table)
+
+    setting, visible = outer()
+    after_rollback = executed[executed.index("SELECT 1 / 0") + 1 :]
+
+    assert "user4" == setting
+    assert ["user4"] * ROWS_PER_USER == visible
+    assert any("set_config" in sql for sql in after_rollback[1:])  # [0] is ROLLBACK TO SAVEPOINT
+
+
+def test_retried_transaction_reapplies_the_context(db, rls, postgres_url):
+    """A real serialization failure retries the call; the new attempt runs for the same user."""
+    url, table = rls
+    admin = sa.create_engine(postgres_url)
+    seen = []
+    policy = txpolicy.RetryPolicy(wait_initial=0.001, wait_max=0.002)
+    row = sa.text(f"SELECT id FROM {table} WHERE body = 'user6-0'")
+
+    @db.transactional(isolation_level="REPEATABLE READ", policy=policy)
+    def touch(session):
+        seen.append(session.execute(SETTING).scalar_one())  # the snapshot is taken here
+        (row_id,) = session.execute(row).one()
+        if len(seen) == 1:
+            with admin.begin() as connection:
+                connection.execute(
+                    sa.text(f"UPDATE {table} SET body = body WHERE id = :i"), {"i": row_id}
+                )
+        session.execute(sa.text(f"UPDATE {table} SET body = body WHERE id = :i"), {"i": row_id})
+
+    try:
+        with user_context(UserContext("user6")):
+            touch()
+    finally:
+        admin.dispose()
+    stats = db.stats()
+
+    assert ["user6", "user6"] == seen
+    assert 1 == stats.retries_by_category[txpolicy.ErrorCategory.SERIALIZATION]
+    assert (2, 2, 0) == (
+        stats.total_sessions_created,
+        stats.sessions_cleaned_up,
+        stats.active_sessions_count,
+    )
+
+
+def test_violation_raises_before_the_body_and_is_counted(db, rls):
+    """Joining another user's transaction raises before the inner body; nothing is written."""
+    _, table = rls
+    ran = []
+
+    @db.transactional(user_context=UserContext("user2"))
+    def write_as_user2(session):
+        ran.append(1)
+        session.execute(sa.text(f"INSERT INTO {table} (owner, body) VALUES ('user2', NULL)"))
+
+    @db.transactional(user_context=UserContext("user1"))
+    def as_user1(session):
+        write_as_user2()
+
+    count = sa.text(f"SELECT count(*) FROM {table}")
+    with db.get_session(user_context=UserContext("user2")) as session:
+        before = session.execute(count).scalar_one()
+    with pytest.raises(txpolicy.ContextIsolationError):
+        as_user1()
+    with db.get_session(user_context=UserContext("user2")) as session:
+        after = session.execute(count).scalar_one()
+
+    assert [] == ran
+    assert before == after
+    assert 1 == db.stats().context_isolation_violations
+
+
+def test_get_session_for_another_user_sees_only_that_users_rows(db, rls):
+    """get_session(user_context=B) inside A's transaction runs as B; A's transaction stays A."""
+    _, table = rls
+
+    @db.transactional(user_context=UserContext("user7"))
+    def as_user7(session):
+        with db.get_session(user_context=UserContext("user8")) as other:
+            theirs = owners(other, table)
+        return owners(session, table), theirs
+
+    mine, theirs = as_user7()
+
+    assert (["user7"] * ROWS_PER_USER, ["user8"] * ROWS_PER_USER) == (mine, theirs)
+    assert 0 == db.stats().context_isolation_violations
+
+
+def test_scope_context_is_bound_for_its_body(db, rls):
+    """The scope's user_context= is bound for its body: a get_session inside runs as that user."""
+    _, table = rls
+
+    @db.transactional(user_context=UserContext("user3"))
+    def as_user3(session):
+        with db.get_session() as inner:
+            return txpolicy._context.current_user_context(), owners(inner, table)
+
+    bound, visible = as_user3()
+
+    assert UserContext("user3") == bound
+    assert ["user3"] * ROWS_PER_USER == visible
+
+
+@pytest.mark.anyio
+async def test_async_retry_reapplies_the_context(rls, postgres_url):
+    """AsyncDatabase: a real serialization failure is retried for the same user."""
+    url, table = rls
+    database = AsyncDatabase(url_for_driver(url, "postgresql+psycopg"), pool_size=2)
+    admin = sa.create_engine(postgres_url)
+    seen = []
+    policy = txpolicy.RetryPolicy(wait_initial=0.001, wait_max=0.002)
+
+    @database.transactional(isolation_level="REPEATABLE READ", policy=policy)
+    async def touch(session):
+        seen.append((await session.execute(SETTING)).scalar_one())
+        row = sa.text(f"SELECT id FROM {table} WHERE body = 'user5-1'")
+        (row_id,) = (await session.execute(row)).one()
+        if len(seen) == 1:
+            with admin.begin() as connection:
+                connection.execute(
+                    sa.text(f"UPDATE {table} SET body = body WHERE id = :i"), {"i": row_id}
+                )
+        await session.execute(
+            sa.text(f"UPDATE {table} SET body = body WHERE id = :i"), {"i": row_id}
+        )
+
+    try:
+        with user_context(UserContext("user5")):
+            await touch()
+        stats = database.stats()
+    finally:
+        await database.aclose()
+        admin.dispose()
+
+    assert ["user5", "user5"] == seen
+    assert 1 == stats.retries_by_category[txpolicy.ErrorCategory.SERIALIZATION]
+    assert (2, 2, 0) == (
+        stats.total_sessions_created,
+        stats.sessions_cleaned_up,
+        stats.active_sessions_count,
+    )
+
+
+def _blocks(language: str) -> list[str]:
+    text = (Path(__file__).parent.parent / "docs" / "multitenant.md").read_text()
+    return re.findall(rf"^```{language}\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL)
+
+
+def test_multitenant_page_runs_as_written(postgres_url):
+    """
+    docs/multitenant.md: its SQL and Python blocks run in order against the real server.
+
+    Only names change: the role gets a unique name, and everything lives in a schema of its
+    own (through the connection's search_path), so the page's ``orders`` table is never shared.
+    """
+    suffix = uuid.uuid4().hex[:10]
+    role, schema = f"shop_app_{suffix}", f"s_{suffix}"
+    admin = sa.create_engine(postgres_url)
+    (sql,) = _blocks("sql")
+    python = _blocks("python")
+    url = sa.make_url(postgres_url).set(
+        drivername="postgresql", username=role, password=None, query={"options": f"-csearch_path={schema}"}
+    )
+    with admin.begin() as connection:
+        connection.execute(sa.text(f"CREATE SCHEMA {schema}"))
+        connection.execute(sa.text(f"SET LOCAL search_path TO {schema}"))
+        connection.exec_driver_sql(sql.replace("shop_app", role))
+        connection.execute(sa.text(f"GRANT USAGE ON SCHEMA {schema} TO {role}"))
+    namespace: dict[str, object] = {"__name__": "__docs__"}
+    try:
+        for number, block in enumerate(python):
+            block = block.replace(
+                '"postgresql://shop_app@localhost/shop"',
+                repr(url.render_as_string(hide_password=False)),
+            )
+            exec(compile(block, f"multitenant.md[{number}]", "exec"), namespace)
+    finally:
+        with admin.begin() as connection:
+            connection.execute(
+                sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = :r"),
+                {"r": role},
+            )
+            connection.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+            connection.execute(sa.text(f"DROP ROLE {role}"))
+        admin.dispose()
+
+    assert len(python) >= 5
+    assert namespace["db"]._closed

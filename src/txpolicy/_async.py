@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._binds import Statement, execution_options
 from ._config import CONFIG
@@ -43,6 +42,9 @@ from ._scopes import (
     succeeded,
     text_for,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Iterable
 
 T = TypeVar("T")
 
@@ -82,15 +84,12 @@ async def begin(scope: Scope) -> None:
 
 
 async def commit(scope: Scope) -> None:
-    """Commit, unless a joined scope failed; only COMMIT itself counts as "during commit"."""
+    """Commit, unless a joined scope failed (``classify`` tells flush errors from COMMIT's)."""
     if scope.failure is not None:
         raise scope.failure
     resource = scope.resource
     if scope.teardown:
         await execute_all(resource, scope.teardown)
-    # A flush error is the body's, not COMMIT's; skip the greenlet round trip when clean.
-    if scope.binding.yields == "session" and not resource.sync_session._is_clean():
-        await resource.flush()
     scope.during_commit = True
     await resource.commit()
 
@@ -147,7 +146,7 @@ async def finish(scope: Scope) -> None:
                 result = callback()
                 if inspect.isawaitable(result):
                     await result
-            except Exception:
+            except Exception:  # noqa: PERF203 - each one is isolated from the others
                 callback_failed(callback)
 
 
@@ -176,12 +175,12 @@ async def open_owner(binding: Binding, run: Run | None, *, retry: bool) -> Scope
             await begin(scope)
         except BaseException as exc:
             outcome = await failed(scope, exc, retry=retry)
-            if not isinstance(outcome, Run):
-                raise outcome
-            run = outcome
-            await sleep(run)
         else:
             return scope
+        if not isinstance(outcome, Run):
+            raise outcome
+        run = outcome
+        await sleep(run)
 
 
 async def call(
@@ -234,7 +233,9 @@ async def enter_inside(binding: Binding, outer: Scope) -> Scope:
             classified = classify(scope, exc)
             raised = exc if classified is None else classified
             record_failure(outer, raised)
-            raise chain(raised, exc)
+            if raised is exc:
+                raise
+            raise raised from exc
     push(scope)
     return scope
 

@@ -29,10 +29,11 @@ How the shells use an adapter (the order is part of the contract):
    a teardown statement that fails gets the connection invalidated, so leftover session state
    never reaches the pool;
 4. ``closed(resource, failed=...)`` once per ``open``;
-5. ``emit(event, record)`` with ``"retry"`` / ``"give_up"`` (:class:`~txpolicy._hooks.AttemptRecord`)
-   on failures, ``"success"`` after a call that needed more than one attempt or when a user
-   ``"success"`` hook is registered, and ``"context_isolation_violation"`` (a :class:`JoinConflict`)
-   right before a joining scope raises ``ContextIsolationError``.
+5. ``emit(event, record)`` with ``"retry"`` / ``"give_up"``
+   (:class:`~txpolicy._hooks.AttemptRecord`) on failures; ``"success"`` after a call that
+   needed more than one attempt, or on every success while a user ``"success"`` hook is
+   registered; and ``"context_isolation_violation"`` (a :class:`JoinConflict`) right before
+   a joining scope raises ``ContextIsolationError``.
 
 Optional methods (looked up once when the scope is built; the default applies when absent):
 
@@ -45,7 +46,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import attrs
@@ -54,6 +54,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import sessionmaker
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Hashable, Mapping, Sequence
+
     from ._context import UserContext
     from ._policy import RetryPolicy
 
@@ -102,7 +104,7 @@ class BindAdapter(Protocol):
 
     @property
     def yields(self) -> Yields:
-        """``"session"`` (Session / AsyncSession) or ``"connection"`` (Connection / AsyncConnection)."""
+        """``"session"`` (Session / AsyncSession) or ``"connection"`` (Connection / AsyncConn.)."""
 
     @property
     def default_policy(self) -> RetryPolicy | None:
@@ -120,7 +122,7 @@ class BindAdapter(Protocol):
     def setup_statements(
         self, dialect_name: str, spec: ScopeSpec, context: UserContext | None
     ) -> Sequence[Statement]:
-        """Statements run right after BEGIN of each attempt, and again after ROLLBACK TO SAVEPOINT."""
+        """Statements run after BEGIN of each attempt, and again after ROLLBACK TO SAVEPOINT."""
 
     def teardown_statements(
         self, dialect_name: str, spec: ScopeSpec, context: UserContext | None
@@ -164,7 +166,7 @@ class _FactoryAdapter:
 
     def setup_statements(
         self,
-        dialect_name: str,  # noqa: ARG002
+        dialect_name: str,  # noqa: ARG002 - the protocol's signature
         spec: ScopeSpec,  # noqa: ARG002
         context: UserContext | None,  # noqa: ARG002
     ) -> Sequence[Statement]:
@@ -173,7 +175,7 @@ class _FactoryAdapter:
 
     def teardown_statements(
         self,
-        dialect_name: str,  # noqa: ARG002
+        dialect_name: str,  # noqa: ARG002 - the protocol's signature
         spec: ScopeSpec,  # noqa: ARG002
         context: UserContext | None,  # noqa: ARG002
     ) -> Sequence[Statement]:
@@ -316,7 +318,9 @@ def begin_statements(
     return ()
 
 
-def end_statements(dialect_name: str, spec: ScopeSpec, *, is_mariadb: bool) -> tuple[Statement, ...]:
+def end_statements(
+    dialect_name: str, spec: ScopeSpec, *, is_mariadb: bool
+) -> tuple[Statement, ...]:
     """Statements that undo the session-level settings of :func:`begin_statements` (MySQL)."""
     if dialect_name not in _MYSQL:
         return ()

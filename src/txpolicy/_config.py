@@ -8,7 +8,10 @@ every attempt count but never sleep between attempts.
 from __future__ import annotations
 
 import threading
-from types import TracebackType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from types import TracebackType
 
 __all__ = ["is_testing", "set_testing"]
 
@@ -52,7 +55,7 @@ class _RestoreTestingCM:
             CONFIG.testing = self._previous
 
 
-def set_testing(enabled: bool = True) -> _RestoreTestingCM:  # noqa: FBT001 - the contract's signature
+def set_testing(enabled: bool = True) -> _RestoreTestingCM:
     """
     Turn testing mode on or off for the whole process.
 

@@ -10,7 +10,6 @@ returns the user-context statements as data, and counts what the scopes report.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import logging
@@ -19,7 +18,6 @@ import threading
 from collections.abc import (
     AsyncIterator,
     Callable,
-    Coroutine,
     Hashable,
     Iterator,
     Mapping,
@@ -32,8 +30,9 @@ from sqlalchemy.ext import asyncio as _sa_async
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import _context
-from ._binds import ScopeSpec, Statement
+from . import _transactional as _tx
 from ._exceptions import ContextIsolationError
+from ._policy import RetryPolicy
 from ._tracking import (
     EngineStats,
     PoolExhaustedEvent,
@@ -49,8 +48,9 @@ if TYPE_CHECKING:
 
     from typing_extensions import Self
 
+    from ._binds import Propagation, ScopeSpec, Statement
     from ._context import UserContext
-    from ._policy import RetryPolicy
+    from ._transactional import AsyncAttempts, AsyncTransactional, Attempts, Transactional
 
 __all__ = [
     "AsyncDatabase",
@@ -113,12 +113,17 @@ def _check_options(name: str, value: object, forbidden: frozenset[str]) -> dict[
 
 def _check_policy(policy: object) -> RetryPolicy | None:
     """The database's default policy: a RetryPolicy or None."""
-    from ._policy import RetryPolicy  # noqa: PLC0415 - _policy imports the adapter protocol
-
     if policy is not None and not isinstance(policy, RetryPolicy):
         msg = f"policy must be a RetryPolicy or None, not {type(policy).__name__}"
         raise TypeError(msg)
     return policy
+
+
+def _check_label(operation_type: object) -> None:
+    """``get_session``'s operation type is a label, never ``None``."""
+    if not isinstance(operation_type, str):
+        msg = f"operation_type must be a str, not {type(operation_type).__name__}"
+        raise TypeError(msg)
 
 
 def _check_engine_specs(engines: object) -> dict[str, object]:
@@ -133,6 +138,16 @@ def _check_engine_specs(engines: object) -> dict[str, object]:
                 raise TypeError(msg)
         return dict(engines)
     return {_PRIMARY: engines}
+
+
+def _sized_pool(options: Mapping[str, Any]) -> bool:
+    """Whether the engine's pool takes ``pool_size`` (not a NullPool or StaticPool chosen)."""
+    if "pool" in options:
+        return False
+    poolclass = options.get("poolclass")
+    return poolclass is None or (
+        isinstance(poolclass, type) and issubclass(poolclass, _sa.pool.QueuePool)
+    )
 
 
 def _url(spec: str | _sa.URL, *, is_async: bool) -> _sa.URL:
@@ -236,16 +251,12 @@ class _EngineAdapter:
     def closed(self, resource: Any, *, failed: bool) -> None:
         self._database._tracker.release(resource, failed=failed)
 
-    def isolation_violation(self, *_args: object, **_kwargs: object) -> None:
-        """A scope was refused for joining another user's transaction: count it."""
-        self._database._tracker.count_violation()
-
     def emit(self, event: str, record: Any) -> None:
         tracker = self._database._tracker
         try:
             if event in ("retry", "give_up"):
                 tracker.count_outcome(event, record)
-            elif event in ("context_isolation_violation", "isolation_violation"):
+            elif event == "context_isolation_violation":  # a JoinConflict, before the raise
                 tracker.count_violation()
                 return
             tracker.emit(event, record)
@@ -275,7 +286,7 @@ class _BaseDatabase(Generic[_EngineT]):
         engine_options: Mapping[str, Any] | None = None,
         session_options: Mapping[str, Any] | None = None,
     ) -> None:
-        self._closed = True  # until every engine exists, so close() in __del__ paths is safe
+        self._closed = True  # sessions are refused until construction has finished
         pool_size = _check_size("pool_size", pool_size, minimum=1)
         if max_overflow is not None:
             max_overflow = _check_size("max_overflow", max_overflow, minimum=0)
@@ -311,7 +322,9 @@ class _BaseDatabase(Generic[_EngineT]):
                 watcher.attach()
                 self._watchers.append(watcher)
         except BaseException:
-            self._shutdown()
+            for engine in self._shutdown():
+                # Nothing was checked out yet, so the sync dispose is enough for both kinds.
+                self._sync(engine).dispose()
             raise
         self._default = next(iter(specs))
         self._adapters = {
@@ -348,7 +361,7 @@ class _BaseDatabase(Generic[_EngineT]):
             return spec  # type: ignore[return-value]
         url = _url(spec, is_async=self._is_async)
         kwargs = dict(options)
-        if url.get_backend_name() != "sqlite":
+        if url.get_backend_name() != "sqlite" and _sized_pool(options):
             kwargs.update(pool_kw)
         engine = self._create_engine(url, kwargs)
         self._created.append(engine)
@@ -383,10 +396,9 @@ class _BaseDatabase(Generic[_EngineT]):
         """Detach our pool listeners; return the engines we created, to be disposed."""
         with self._lock:
             self._closed = True
-            watchers, self._watchers = self._watchers, []
             created, self._created = self._created, []
-        for watcher in watchers:
-            watcher.detach()
+        for watcher in tuple(self._watchers):
+            watcher.detach()  # idempotent; the watchers stay, for stats() after close()
         return created
 
     def __repr__(self) -> str:
@@ -480,6 +492,102 @@ class Database(_BaseDatabase[_sa.Engine]):
     def _factory(self, engine: _sa.Engine, session_kw: dict[str, Any]) -> Callable[[], Any]:
         return sessionmaker(engine, **session_kw)
 
+    def transactional(
+        self,
+        *,
+        engine_name: str = "primary",
+        policy: RetryPolicy | None = None,
+        isolation_level: str | None = None,
+        read_only: bool = False,
+        propagation: Propagation = "required",
+        idempotent: bool = False,
+        user_context: UserContext | None = None,
+        operation_type: str | None = None,
+        lock_timeout: float | None = None,
+        statement_timeout: float | None = None,
+    ) -> Transactional[Session]:
+        """
+        :func:`txpolicy.transactional` bound to one engine of this database.
+
+        A decorator (the call is retried per the policy, the database's by default) and a
+        context manager (one attempt). Sessions are tracked and carry the user context. A
+        decorated function's default ``operation_type`` is its ``__qualname__``.
+
+        Args:
+            engine_name: Which engine (default: the default engine).
+            policy: The retry policy; default: the database's, else ``RetryPolicy()``.
+            isolation_level: As for :func:`txpolicy.transactional`.
+            read_only: As for :func:`txpolicy.transactional`.
+            propagation: As for :func:`txpolicy.transactional`.
+            idempotent: As for :func:`txpolicy.transactional`.
+            user_context: The context of this scope (default: the one bound to the thread).
+            operation_type: A label for logs, statistics and :meth:`active_sessions`.
+            lock_timeout: As for :func:`txpolicy.transactional`.
+            statement_timeout: As for :func:`txpolicy.transactional`.
+
+        Returns:
+            A decorator that is also a context manager yielding a ``Session``.
+
+        Raises:
+            ValueError: Unknown *engine_name*, or a bad option (see
+                :func:`txpolicy.transactional`).
+
+        .. versionadded:: 0.1.0
+        """
+        adapter: Any = self._adapter(engine_name)
+        scope: Transactional[Session] = _tx.transactional(
+            adapter,
+            policy=policy,
+            isolation_level=isolation_level,
+            read_only=read_only,
+            propagation=propagation,
+            idempotent=idempotent,
+            user_context=user_context,
+            operation_type=operation_type,
+            lock_timeout=lock_timeout,
+            statement_timeout=statement_timeout,
+        )
+        return scope
+
+    def attempts(
+        self,
+        *,
+        engine_name: str = "primary",
+        policy: RetryPolicy | None = None,
+        isolation_level: str | None = None,
+        read_only: bool = False,
+        propagation: Propagation = "required",
+        idempotent: bool = False,
+        user_context: UserContext | None = None,
+        operation_type: str | None = None,
+        lock_timeout: float | None = None,
+        statement_timeout: float | None = None,
+    ) -> Attempts[Session]:
+        """
+        :func:`txpolicy.attempts` bound to one engine of this database.
+
+        Takes the same arguments as :meth:`transactional`.
+
+        Returns:
+            An iterable of attempts, each a context manager yielding a ``Session``.
+
+        .. versionadded:: 0.1.0
+        """
+        adapter: Any = self._adapter(engine_name)
+        blocks: Attempts[Session] = _tx.attempts(
+            adapter,
+            policy=policy,
+            isolation_level=isolation_level,
+            read_only=read_only,
+            propagation=propagation,
+            idempotent=idempotent,
+            user_context=user_context,
+            operation_type=operation_type,
+            lock_timeout=lock_timeout,
+            statement_timeout=statement_timeout,
+        )
+        return blocks
+
     @contextlib.contextmanager
     def get_session(
         self,
@@ -506,8 +614,14 @@ class Database(_BaseDatabase[_sa.Engine]):
 
         .. versionadded:: 0.1.0
         """
-        adapter = self._adapter(engine_name)
-        with _sync_session_scope(adapter, user_context, operation_type) as session:
+        _check_label(operation_type)
+        scope = self.transactional(
+            engine_name=engine_name,
+            propagation="requires_new",
+            user_context=user_context,
+            operation_type=operation_type,
+        )
+        with scope as session:
             yield session
 
     def close(self) -> None:
@@ -553,6 +667,86 @@ class AsyncDatabase(_BaseDatabase[_sa_async.AsyncEngine]):
     ) -> Callable[[], Any]:
         return _sa_async.async_sessionmaker(engine, **session_kw)
 
+    def transactional(
+        self,
+        *,
+        engine_name: str = "primary",
+        policy: RetryPolicy | None = None,
+        isolation_level: str | None = None,
+        read_only: bool = False,
+        propagation: Propagation = "required",
+        idempotent: bool = False,
+        user_context: UserContext | None = None,
+        operation_type: str | None = None,
+        lock_timeout: float | None = None,
+        statement_timeout: float | None = None,
+    ) -> AsyncTransactional[_sa_async.AsyncSession]:
+        """
+        :func:`txpolicy.transactional` bound to one engine of this database.
+
+        Takes the same arguments as :meth:`Database.transactional`; decorates coroutine
+        functions and is an async context manager.
+
+        Returns:
+            A decorator that is also an async context manager yielding an ``AsyncSession``.
+
+        .. versionadded:: 0.1.0
+        """
+        adapter: Any = self._adapter(engine_name)
+        scope: AsyncTransactional[_sa_async.AsyncSession] = _tx.transactional(
+            adapter,
+            policy=policy,
+            isolation_level=isolation_level,
+            read_only=read_only,
+            propagation=propagation,
+            idempotent=idempotent,
+            user_context=user_context,
+            operation_type=operation_type,
+            lock_timeout=lock_timeout,
+            statement_timeout=statement_timeout,
+        )
+        return scope
+
+    def attempts(
+        self,
+        *,
+        engine_name: str = "primary",
+        policy: RetryPolicy | None = None,
+        isolation_level: str | None = None,
+        read_only: bool = False,
+        propagation: Propagation = "required",
+        idempotent: bool = False,
+        user_context: UserContext | None = None,
+        operation_type: str | None = None,
+        lock_timeout: float | None = None,
+        statement_timeout: float | None = None,
+    ) -> AsyncAttempts[_sa_async.AsyncSession]:
+        """
+        :func:`txpolicy.attempts` bound to one engine of this database (``async for``).
+
+        Takes the same arguments as :meth:`Database.transactional`.
+
+        Returns:
+            An async iterable of attempts, each an async context manager yielding an
+            ``AsyncSession``.
+
+        .. versionadded:: 0.1.0
+        """
+        adapter: Any = self._adapter(engine_name)
+        blocks: AsyncAttempts[_sa_async.AsyncSession] = _tx.attempts(
+            adapter,
+            policy=policy,
+            isolation_level=isolation_level,
+            read_only=read_only,
+            propagation=propagation,
+            idempotent=idempotent,
+            user_context=user_context,
+            operation_type=operation_type,
+            lock_timeout=lock_timeout,
+            statement_timeout=statement_timeout,
+        )
+        return blocks
+
     @contextlib.asynccontextmanager
     async def get_session(
         self,
@@ -576,8 +770,14 @@ class AsyncDatabase(_BaseDatabase[_sa_async.AsyncEngine]):
 
         .. versionadded:: 0.1.0
         """
-        adapter = self._adapter(engine_name)
-        async with _async_session_scope(adapter, user_context, operation_type) as session:
+        _check_label(operation_type)
+        scope = self.transactional(
+            engine_name=engine_name,
+            propagation="requires_new",
+            user_context=user_context,
+            operation_type=operation_type,
+        )
+        async with scope as session:
             yield session
 
     async def aclose(self) -> None:

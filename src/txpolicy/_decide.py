@@ -11,12 +11,14 @@ and only when, a retry is granted) and the call's :class:`~txpolicy._policy.Back
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import attrs
 
 from ._exceptions import ErrorCategory, TransactionError
-from ._policy import Backoff, RetryPolicy
+
+if TYPE_CHECKING:
+    from ._policy import Backoff, RetryPolicy
 
 __all__ = [
     "GiveUp",

@@ -20,9 +20,10 @@ response, and everything after that (SQLAlchemy's async adapters, ``DBAPIError``
 Where the fault is raised: statements through the ``do_execute``, ``do_execute_no_params``
 and ``do_executemany`` dialect events, which run inside the ``try`` block of
 ``Connection._exec_single_context``; commits through the dialect's ``do_commit``, replaced
-on the dialect *instance* while faults are installed, because SQLAlchemy's ``commit``
+on the dialect *instance* while faults are registered, because SQLAlchemy's ``commit``
 connection event runs before the ``try`` block of ``Connection._commit_impl`` and an error
-raised there would escape unwrapped. The hooks are removed with the last fault.
+raised there would escape unwrapped. The ``do_commit`` override goes with the last fault;
+the listeners stay, and do nothing while no fault is registered.
 """
 
 from __future__ import annotations
@@ -425,6 +426,7 @@ class _Hooks:
         # Copy-on-write, so that the statement path reads it without a lock.
         self.handles: tuple[FaultHandle, ...] = ()
         self.original_commit: Callable[[Any], None] = dialect.do_commit
+        self.listening = False
         self.listeners: tuple[tuple[str, Callable[..., bool]], ...] = (
             ("do_execute", self.on_execute),
             ("do_execute_no_params", self.on_execute_no_params),
@@ -441,26 +443,28 @@ class _Hooks:
         return hooks
 
     def add(self, handle: FaultHandle) -> None:
-        """Register *handle*, installing the listeners with the first one."""
+        """Register *handle*, installing the hooks with the first one."""
         with _INSTALL_LOCK:
-            if not self.handles:
-                self.original_commit = self.dialect.do_commit
+            if not self.listening:
+                # Listeners stay for the dialect's life (a no-op without faults): SQLAlchemy
+                # iterates a live deque when it dispatches, so adding or removing one while
+                # another thread runs a statement could fail that statement.
                 for name, listener in self.listeners:
                     _event.listen(self.dialect, name, listener)
+                self.listening = True
+            if not self.handles:
+                self.original_commit = self.dialect.do_commit
                 self.dialect.do_commit = self.do_commit  # type: ignore[method-assign]
             self.handles = (*self.handles, handle)
 
     def discard(self, handle: FaultHandle) -> None:
-        """Forget *handle*, removing the listeners with the last one."""
+        """Forget *handle*, giving the dialect its own ``do_commit`` back with the last one."""
         with _INSTALL_LOCK:
             if handle not in self.handles:
                 return
             self.handles = tuple(h for h in self.handles if h is not handle)
-            if not self.handles:
-                for name, listener in self.listeners:
-                    _event.remove(self.dialect, name, listener)
-                if self.dialect.__dict__.get("do_commit") == self.do_commit:
-                    del self.dialect.do_commit
+            if not self.handles and self.dialect.__dict__.get("do_commit") == self.do_commit:
+                del self.dialect.do_commit
 
     def claim(self, at: At) -> FaultHandle | None:
         """The first registered fault for *at* that still has a firing left, now taken."""

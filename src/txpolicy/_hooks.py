@@ -14,10 +14,9 @@ from typing import TYPE_CHECKING, Literal
 
 import attrs
 
-from ._exceptions import ErrorCategory
-
 if TYPE_CHECKING:
     from ._binds import BindAdapter
+    from ._exceptions import ErrorCategory
 
 __all__ = ["AttemptRecord", "HookEvent", "add_hook", "dispatch", "logger"]
 
@@ -25,7 +24,10 @@ HookEvent = Literal["retry", "give_up", "success"]
 _EVENTS: tuple[HookEvent, ...] = ("retry", "give_up", "success")
 
 logger = logging.getLogger("txpolicy.retry")
-"""One record per retry (INFO) and per give-up (WARNING); nothing when nothing fails."""
+"""
+One record per retry (INFO) and per give-up (WARNING; DEBUG for errors that are never
+retried); nothing when nothing fails.
+"""
 
 _hook_logger = logging.getLogger("txpolicy.hooks")
 
@@ -147,7 +149,10 @@ def _log(record: AttemptRecord) -> None:
             extra=extra,
         )
     elif record.event == "give_up":
-        logger.warning(
+        # A non-retryable error (a constraint violation, a syntax error) is the caller's
+        # business, not an operational event: log it quietly.
+        log = logger.debug if record.reason == "not_retryable" else logger.warning
+        log(
             "giving up on %s after attempt %d failed with %s (code %s): %s",
             record.operation,
             record.attempt,
@@ -169,5 +174,5 @@ def dispatch(adapter: BindAdapter, record: AttemptRecord) -> None:
     for hook in hooks:
         try:
             hook(record)
-        except Exception:
+        except Exception:  # noqa: PERF203 - each one is isolated from the others
             _hook_logger.exception("txpolicy hook %r failed on %r", hook, record.event)

@@ -21,11 +21,10 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable, Hashable
 from contextvars import ContextVar, Token
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from . import _errors
+from . import _context, _errors
 from ._binds import (
     BindAdapter,
     JoinConflict,
@@ -39,6 +38,9 @@ from ._decide import Retry, decide, is_retryable_in_scope, must_invalidate
 from ._exceptions import ConfigurationError, ContextIsolationError, TransactionError
 from ._hooks import HOOKS, AttemptRecord, dispatch
 from ._policy import Backoff, RetryPolicy
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Hashable
 
 __all__ = ["OWNER", "Binding", "Run", "Scope"]
 
@@ -72,6 +74,7 @@ class Binding:
         "key",
         "operation",
         "plain",
+        "plain_adapter",
         "policy",
         "propagation",
         "read_only",
@@ -99,8 +102,9 @@ class Binding:
             adapter, "resolve_context", None
         )
         # Plain SQLAlchemy binds with no options need no statement and no dialect lookup.
+        self.plain_adapter = is_plain(adapter)
         self.plain = (
-            is_plain(adapter)
+            self.plain_adapter
             and spec.isolation_level is None
             and not spec.read_only
             and spec.lock_timeout is None
@@ -137,54 +141,42 @@ class Run:
 
 
 class Scope:
-    """One active scope of one thread or task."""
+    """
+    One active scope of one thread or task.
 
-    __slots__ = (
-        "attempt",
-        "binding",
-        "callbacks",
-        "context",
-        "dialect_name",
-        "during_commit",
-        "failure",
-        "iso",
-        "key",
-        "kind",
-        "owner",
-        "parent",
-        "read_only",
-        "resource",
-        "run",
-        "savepoint",
-        "start",
-        "teardown",
-        "timeouts",
-        "token",
-        "txn",
-    )
+    Only what differs from the class-level defaults is set per instance: on the path where
+    nothing fails a record costs four attribute writes (no ``__slots__``, no reference cycle:
+    ``txn`` is ``None`` for the scope that owns its transaction level, see :func:`transaction_of`).
+    """
+
+    resource: Any = None
+    txn: Scope | None = None  # the owner / savepoint scope a joined scope belongs to
+    parent: Scope | None = None
+    savepoint: Any = None
+    callbacks: list[Callable[[], Any]] | None = None
+    failure: BaseException | None = None
+    token: Token[tuple[Scope, ...]] | None = None
+    context_token: Token[Any] | None = None
+    context: Any = None
+    iso: str | None = None
+    read_only: bool = False
+    during_commit: bool = False
+    teardown: tuple[Statement, ...] = ()
+    dialect_name: str | None = None
+    timeouts: ScopeSpec | None = None
+    attempt: int = 1
+    start: float = 0.0
+    run: Run | None = None
 
     def __init__(self, binding: Binding, kind: int, owner: object) -> None:
         self.binding = binding
         self.kind = kind
-        self.key = binding.key
         self.owner = owner
-        self.resource: Any = None
-        self.txn: Scope = self
-        self.parent: Scope | None = None
-        self.savepoint: Any = None
-        self.callbacks: list[Callable[[], Any]] | None = None
-        self.failure: BaseException | None = None
-        self.token: Token[tuple[Scope, ...]] | None = None
-        self.context: Any = None
-        self.iso: str | None = binding.spec.isolation_level
-        self.read_only = binding.read_only
-        self.during_commit = False
-        self.teardown: tuple[Statement, ...] = ()
-        self.dialect_name: str | None = None
-        self.timeouts: ScopeSpec | None = None
-        self.attempt = 1
-        self.start = 0.0
-        self.run: Run | None = None
+
+
+def transaction_of(scope: Scope) -> Scope:
+    """The scope that owns *scope*'s transaction level (itself unless it joined one)."""
+    return scope.txn or scope
 
 
 # --- the per-thread / per-task stack -------------------------------------------------------
@@ -198,7 +190,8 @@ def find_outer(binding: Binding) -> Scope | None:
     owner = current_owner()
     key = binding.key
     for scope in reversed(scopes):
-        if scope.owner == owner and (scope.key is key or scope.key == key):
+        other = scope.binding.key
+        if scope.owner == owner and (other is key or other == key):
             return scope
     return None
 
@@ -216,8 +209,16 @@ def innermost() -> Scope | None:
 
 
 def push(scope: Scope) -> None:
-    """Make *scope* the innermost one of this thread or task."""
+    """
+    Make *scope* the innermost one of this thread or task.
+
+    A scope given its own ``user_context=`` also binds it (``txpolicy.user_context``) for its
+    body, so that what the body opens runs for the same user.
+    """
     scope.token = _SCOPES.set((*_SCOPES.get(), scope))
+    explicit = scope.binding.spec.user_context
+    if explicit is not None:
+        scope.context_token = _context._CURRENT.set(explicit)
 
 
 def pop(scope: Scope) -> None:
@@ -225,6 +226,10 @@ def pop(scope: Scope) -> None:
     token = scope.token
     if token is not None:
         scope.token = None
+        context_token = scope.context_token
+        if context_token is not None:
+            scope.context_token = None
+            _context._CURRENT.reset(context_token)
         _SCOPES.reset(token)
 
 
@@ -248,8 +253,12 @@ def new_owner(binding: Binding, run: Run | None) -> Scope:
         scope.run = run
         scope.attempt = run.attempt
         scope.start = run.start
-    scope.context = binding.spec.user_context if binding.plain else binding.context()
-    scope.timeouts = binding.spec
+    if not binding.plain:
+        spec = binding.spec
+        scope.context = binding.context()
+        scope.iso = spec.isolation_level
+        scope.read_only = spec.read_only
+        scope.timeouts = spec
     push(scope)
     return scope
 
@@ -291,7 +300,7 @@ def new_inside(binding: Binding, outer: Scope) -> Scope:
     scope.read_only = outer.read_only
     scope.dialect_name = outer.dialect_name
     if kind == JOINED:
-        scope.txn = outer.txn
+        scope.txn = transaction_of(outer)
         scope.timeouts = outer.timeouts
     else:
         scope.timeouts = binding.spec if has_timeouts(binding.spec) else outer.timeouts
@@ -300,7 +309,9 @@ def new_inside(binding: Binding, outer: Scope) -> Scope:
 
 def has_timeouts(spec: ScopeSpec | None) -> bool:
     """Whether *spec* sets a lock or statement timeout."""
-    return spec is not None and (spec.lock_timeout is not None or spec.statement_timeout is not None)
+    if spec is None:
+        return False
+    return spec.lock_timeout is not None or spec.statement_timeout is not None
 
 
 # --- statements -------------------------------------------------------------------------------
@@ -340,9 +351,9 @@ def after_savepoint(scope: Scope, dialect: Any, *, rolled_back: bool) -> tuple[S
     out: tuple[Statement, ...] = ()
     parent = scope.parent
     assert parent is not None
-    owner = parent.txn
+    owner = transaction_of(parent)
     while owner.kind != OWNER and owner.parent is not None:
-        owner = owner.parent.txn
+        owner = transaction_of(owner.parent)
     mariadb = bool(getattr(dialect, "is_mariadb", False))
     name: str = dialect.name
     if rolled_back and not owner.binding.plain:
@@ -362,7 +373,9 @@ def after_savepoint(scope: Scope, dialect: Any, *, rolled_back: bool) -> tuple[S
 
 def classify(scope: Scope, error: BaseException) -> TransactionError | None:
     """The classified error (a COMMIT failure made so), or ``None`` for a non-database error."""
-    if scope.during_commit:
+    # Session.commit() flushes first: an error SQLAlchemy raised for a statement (an INSERT
+    # of the flush) is the body's, not COMMIT's, whose errors carry no statement.
+    if scope.during_commit and getattr(error, "statement", None) is None:
         classified = _errors.classify_error_during_commit(error)
     else:
         classified = _errors.classify_error(error)
@@ -376,7 +389,7 @@ def invalidates(classified: TransactionError | None) -> bool:
 
 def record_failure(scope: Scope, error: BaseException) -> None:
     """Remember on the transaction a failure of a joined scope, so that it never commits."""
-    txn = scope.txn
+    txn = transaction_of(scope)
     if txn.failure is None:
         txn.failure = error
 
@@ -432,7 +445,7 @@ def after_failure(
     if isinstance(decision, Retry):
         run.attempt = scope.attempt + 1
         run.delay = decision.delay
-        _emit(scope, "retry", classified, decision.delay, elapsed, None)
+        _emit(scope, "retry", error=classified, wait=decision.delay, elapsed=elapsed, reason=None)
         return run
     return chain(_give_up(scope, classified, decision.reason, elapsed), error)
 
@@ -455,13 +468,14 @@ def _give_up(
     add_note = getattr(classified, "add_note", None)
     if add_note is not None and reason in _REASONS and (scope.attempt > 1 or reason == "budget"):
         add_note(f"txpolicy: gave up after {scope.attempt} attempt(s): {_REASONS[reason]}")
-    _emit(scope, "give_up", classified, 0.0, elapsed, reason)
+    _emit(scope, "give_up", error=classified, wait=0.0, elapsed=elapsed, reason=reason)
     return classified
 
 
 def _emit(
     scope: Scope,
     event: Literal["retry", "give_up", "success"],
+    *,
     error: TransactionError | None,
     wait: float,
     elapsed: float,
@@ -489,11 +503,15 @@ def succeeded(scope: Scope) -> None:
     if budget is not None:
         budget._deposit()
     if scope.run is not None or HOOKS.success:
-        _emit(scope, "success", None, 0.0, monotonic() - scope.start, None)
+        _emit(
+            scope, "success", error=None, wait=0.0, elapsed=monotonic() - scope.start, reason=None
+        )
 
 
 def closed(scope: Scope, resource: Any, *, failed: bool) -> None:
-    """Tell the adapter; a failing adapter must not break the scope."""
+    """Tell the adapter (plain binds track nothing); a failing adapter must not break the scope."""
+    if scope.binding.plain_adapter:
+        return
     try:
         scope.binding.adapter.closed(resource, failed=failed)
     except Exception:
@@ -502,7 +520,11 @@ def closed(scope: Scope, resource: Any, *, failed: bool) -> None:
 
 def log_cleanup_error(what: str) -> None:
     """A rollback / close / teardown error never masks the error being handled."""
-    logger.debug("txpolicy: %s failed during cleanup", what, exc_info=True)
+    logger.debug(
+        "txpolicy: %s failed during cleanup",
+        what,
+        exc_info=True,  # noqa: LOG014 - only ever called from an except block
+    )
 
 
 # --- on_commit ------------------------------------------------------------------------------
@@ -517,14 +539,16 @@ def is_async_callable(callback: object) -> bool:
 
 def callback_failed(callback: object) -> None:
     """An on_commit callback raised: log it; the result and the other callbacks stand."""
-    logger.exception("txpolicy on_commit callback %r failed", callback)
+    logger.exception(  # noqa: LOG004 - only ever called from an except block
+        "txpolicy on_commit callback %r failed", callback
+    )
 
 
 def merge_callbacks(scope: Scope) -> None:
     """A savepoint scope was released: its callbacks now belong to the enclosing transaction."""
     if scope.callbacks:
         assert scope.parent is not None
-        txn = scope.parent.txn
+        txn = transaction_of(scope.parent)
         if txn.callbacks is None:
             txn.callbacks = []
         txn.callbacks.extend(scope.callbacks)
@@ -542,7 +566,7 @@ def text_for(sql: str) -> Any:
         from sqlalchemy import text  # noqa: PLC0415 - off the hot path
 
         clause = text(sql)
-        if len(_TEXT) < 256:  # noqa: PLR2004 - a bound, in case an adapter builds SQL per call
+        if len(_TEXT) < 256:
             _TEXT[sql] = clause
     return clause
 

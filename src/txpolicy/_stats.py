@@ -1,11 +1,11 @@
 """
 Per-function statistics: calls, attempts, retries by category and time spent waiting.
 
-Each decorated function owns one :class:`StatisticsRecorder`. The shells record a call once,
-when it is over, with everything they learnt on the way; readers take a
-:class:`TransactionStatistics` snapshot. One lock guards the counters, so a snapshot is
-consistent and no increment is lost under threads (tenacity's per-call ``statistics`` dict is
-neither; tenacity #613).
+Each decorated function owns one :class:`StatisticsRecorder`, reachable from its binding.
+The shared scope core (``_scopes``) tells it about each retry as it is decided and about each
+call when it is over; readers take a :class:`TransactionStatistics` snapshot. One lock guards
+the counters, so no increment is lost under threads and a snapshot is consistent
+(tenacity's per-call ``statistics`` dict is neither; tenacity #613).
 """
 
 from __future__ import annotations
@@ -13,15 +13,16 @@ from __future__ import annotations
 import collections
 import threading
 import types
-from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 import attrs
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
     from ._exceptions import ErrorCategory
 
-__all__ = ["StatisticsRecorder", "TransactionStatistics"]
+__all__ = ["StatisticsRecorder", "TransactionStatistics", "get_statistics"]
 
 
 def _frozen_counts(counts: Mapping[ErrorCategory, int]) -> Mapping[ErrorCategory, int]:
@@ -29,21 +30,27 @@ def _frozen_counts(counts: Mapping[ErrorCategory, int]) -> Mapping[ErrorCategory
     return types.MappingProxyType(collections.Counter(counts))
 
 
-@attrs.frozen(eq=True, hash=False)
+def _counts_repr(counts: Mapping[ErrorCategory, int]) -> str:
+    """``{'deadlock': 2}`` rather than the proxy of a Counter of enum members."""
+    return repr({category.value: count for category, count in counts.items()})
+
+
+@attrs.frozen
 class TransactionStatistics:
     """
-    What the calls of one decorated function have cost so far.
+    What the calls of one decorated function have cost so far: a snapshot that never changes.
 
-    A snapshot: it never changes after it is taken. Take a new one with
-    ``func.statistics()`` (or :func:`txpolicy.instrumentation.get_statistics`).
+    Only calls that ran their own transaction count; a call that joined an enclosing
+    transaction is part of the owner's. Retries and waits are counted when they happen, calls
+    when they finish, so a snapshot taken while a call is retrying already shows its retries.
 
     Attributes:
-        calls: Calls that have finished, successfully or not.
-        failures: Calls that raised (after their last attempt).
-        attempts: Transaction attempts made by those calls (one per call when nothing failed).
-        retries_by_category: Retries made, by the category of the error that caused them;
-            a category that was never retried reads 0.
-        waited: Seconds spent sleeping between attempts.
+        calls: Calls that have finished, whether they committed or raised.
+        failures: Calls that raised.
+        attempts: Attempts made by the finished calls (one per call when nothing failed).
+        retries_by_category: Retries, by the category of the error that caused them; a
+            category that was never retried reads 0.
+        waited: Seconds spent sleeping between attempts (none in testing mode).
 
     .. versionadded:: 0.1.0
     """
@@ -52,7 +59,7 @@ class TransactionStatistics:
     failures: int = 0
     attempts: int = 0
     retries_by_category: Mapping[ErrorCategory, int] = attrs.field(
-        factory=dict, converter=_frozen_counts
+        factory=dict, converter=_frozen_counts, hash=False, repr=_counts_repr
     )
     waited: float = 0.0
 
@@ -63,13 +70,13 @@ class TransactionStatistics:
 
     @property
     def successes(self) -> int:
-        """Calls that returned normally."""
+        """Calls that committed."""
         return self.calls - self.failures
 
 
 class StatisticsRecorder:
     """
-    The thread-safe accumulator behind a decorated function's ``statistics``.
+    The thread-safe accumulator behind a decorated function's ``statistics`` attribute.
 
     Calling it returns a :class:`TransactionStatistics` snapshot.
 
@@ -88,32 +95,19 @@ class StatisticsRecorder:
         self._retries: collections.Counter[ErrorCategory] = collections.Counter()
         self._waited = 0.0
 
-    def record_call(
-        self,
-        attempts: int = 1,
-        retried: Iterable[ErrorCategory] = (),
-        waited: float = 0.0,
-        *,
-        failed: bool = False,
-    ) -> None:
-        """
-        Record one finished call.
-
-        Args:
-            attempts: Attempts the call made.
-            retried: The category of each failure that was retried, one entry per retry.
-            waited: Seconds the call slept between attempts.
-            failed: Whether the call raised.
-        """
+    def record_call(self, attempts: int, *, failed: bool) -> None:
+        """A call that owned its transaction is over, after *attempts* attempts."""
         with self._lock:
             self._calls += 1
             self._attempts += attempts
             if failed:
                 self._failures += 1
-            if retried:
-                self._retries.update(retried)
-            if waited:
-                self._waited += waited
+
+    def record_retry(self, category: ErrorCategory, wait: float) -> None:
+        """A failed attempt of *category* will be retried after sleeping *wait* seconds."""
+        with self._lock:
+            self._retries[category] += 1
+            self._waited += wait
 
     def snapshot(self) -> TransactionStatistics:
         """A consistent copy of the counters."""
@@ -137,3 +131,27 @@ class StatisticsRecorder:
 
     def __repr__(self) -> str:
         return f"<StatisticsRecorder {self.snapshot()!r}>"
+
+
+def get_statistics(func: Callable[..., object]) -> TransactionStatistics:
+    """
+    The statistics of a function decorated with :func:`txpolicy.transactional`.
+
+    The same as ``func.statistics()``, but typed: the decorator's return type does not show
+    the ``statistics`` attribute to type checkers.
+
+    Args:
+        func: The decorated function (sync or async).
+
+    Returns:
+        A snapshot of its counters.
+
+    Raises:
+        TypeError: *func* was not decorated by ``transactional()``.
+
+    .. versionadded:: 0.1.0
+    """
+    recorder = getattr(func, "statistics", None)
+    if not isinstance(recorder, StatisticsRecorder):
+        raise TypeError(f"{func!r} is not a function decorated with transactional()")
+    return recorder.snapshot()

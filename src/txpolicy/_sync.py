@@ -8,8 +8,7 @@ functions with ``await``).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._binds import Statement, execution_options
 from ._config import CONFIG
@@ -41,6 +40,9 @@ from ._scopes import (
     succeeded,
     text_for,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
 
 T = TypeVar("T")
 
@@ -78,14 +80,12 @@ def begin(scope: Scope) -> None:
 
 
 def commit(scope: Scope) -> None:
-    """Commit, unless a joined scope failed; only COMMIT itself counts as "during commit"."""
+    """Commit, unless a joined scope failed (``classify`` tells flush errors from COMMIT's)."""
     if scope.failure is not None:
         raise scope.failure
     resource = scope.resource
     if scope.teardown:
         execute_all(resource, scope.teardown)
-    if scope.binding.yields == "session":
-        resource.flush()
     scope.during_commit = True
     resource.commit()
 
@@ -137,7 +137,7 @@ def finish(scope: Scope) -> None:
         for callback in scope.callbacks:
             try:
                 callback()
-            except Exception:
+            except Exception:  # noqa: PERF203 - each one is isolated from the others
                 callback_failed(callback)
 
 
@@ -166,12 +166,12 @@ def open_owner(binding: Binding, run: Run | None, *, retry: bool) -> Scope:
             begin(scope)
         except BaseException as exc:
             outcome = failed(scope, exc, retry=retry)
-            if not isinstance(outcome, Run):
-                raise outcome
-            run = outcome
-            sleep(run)
         else:
             return scope
+        if not isinstance(outcome, Run):
+            raise outcome
+        run = outcome
+        sleep(run)
 
 
 def call(
@@ -221,7 +221,9 @@ def enter_inside(binding: Binding, outer: Scope) -> Scope:
             classified = classify(scope, exc)
             raised = exc if classified is None else classified
             record_failure(outer, raised)
-            raise chain(raised, exc)
+            if raised is exc:
+                raise
+            raise raised from exc
     push(scope)
     return scope
 

@@ -21,7 +21,7 @@ import math
 import threading
 import time
 import types
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import sqlalchemy as _sa
@@ -43,7 +43,6 @@ __all__ = [
     "SessionInfo",
 ]
 
-Event = Literal["session_created", "session_closed", "retry", "give_up", "pool_exhausted"]
 EVENTS: Final[frozenset[str]] = frozenset(
     {"session_created", "session_closed", "retry", "give_up", "pool_exhausted"}
 )

@@ -11,8 +11,6 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-from collections.abc import Callable, Coroutine, Iterator
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, cast, overload
 
 from . import _async, _sync
@@ -20,10 +18,22 @@ from ._binds import Propagation, ScopeSpec, normalize_isolation, resolve_bind
 from ._context import UserContext
 from ._exceptions import NoActiveTransaction
 from ._policy import RetryPolicy
-from ._scopes import OWNER, Binding, Run, Scope, find_outer, innermost, is_async_callable
+from ._scopes import (
+    OWNER,
+    Binding,
+    Run,
+    Scope,
+    find_outer,
+    innermost,
+    is_async_callable,
+    transaction_of,
+)
 from ._scopes import top_of_stack as _top
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine, Iterator
+    from types import TracebackType
+
     from sqlalchemy.engine import Connection, Engine
     from sqlalchemy.ext.asyncio import (
         AsyncConnection,
@@ -78,7 +88,7 @@ def _check_timeout(name: str, value: object) -> float | None:
     return float(value)
 
 
-def _binding(  # noqa: PLR0913 - the contract's keyword list
+def _binding(
     bind: object,
     *,
     policy: RetryPolicy | None,
@@ -830,7 +840,7 @@ def on_commit(callback: Callable[[], object]) -> None:
         raise NoActiveTransaction("on_commit() called outside a txpolicy transaction")
     if not scope.binding.is_async and is_async_callable(callback):
         raise TypeError(f"{callback!r} is async, but the transaction is sync; it would never run")
-    txn = scope.txn
+    txn = transaction_of(scope)
     if txn.callbacks is None:
         txn.callbacks = []
     txn.callbacks.append(callback)

@@ -48,8 +48,11 @@ def pgbouncer_binary() -> str | None:
 
 def pgbouncer_unavailable() -> str | None:
     """None when PgBouncer can be started here, else the reason it cannot."""
-    if pgbouncer_binary() is None:
+    binary = pgbouncer_binary()
+    if binary is None:
         return "pgbouncer is not installed (apt-get install -y pgbouncer; or set TXPOLICY_PGBOUNCER)"
+    if not os.access(binary, os.X_OK):
+        return f"pgbouncer at {binary} is not an executable file"
     if os.geteuid() == 0:
         try:
             pwd.getpwnam("postgres")

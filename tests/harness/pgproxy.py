@@ -39,6 +39,7 @@ thread, so no socket outlives the proxy (tests run with ``filterwarnings = error
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import itertools
 import socket
@@ -198,10 +199,8 @@ class _Connection:
         self.closed.set()
         for sock in (self.client, self.server):
             if sock is not None:
-                try:
+                with contextlib.suppress(OSError):  # already closed by the peer
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def _run(self) -> None:
         try:
@@ -234,6 +233,7 @@ class _Connection:
                 continue
             self.server = socket.create_connection(self.proxy.upstream, timeout=10)
             self.server.settimeout(None)
+            self.server.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.server.sendall(head + rest)
             if code == _CANCEL_REQUEST:
                 raise _Cut

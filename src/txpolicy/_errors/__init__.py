@@ -25,7 +25,7 @@ from .._exceptions import (
     ErrorCategory,
     TransactionError,
 )
-from . import _unwrap
+from . import _cockroach, _mysql, _oracle, _postgres, _sqlite, _unwrap
 from ._tables import CodeInfo, describe_code, fallback_rows, table_rows
 
 __all__ = [
@@ -41,9 +41,10 @@ __all__ = [
 
 _C = ErrorCategory
 _Handler = Callable[[Any], BaseException]
+_EMULATED = _unwrap.emulated_codes
 
 
-def classify_error(error: BaseException) -> BaseException:
+def classify_error(error: BaseException) -> BaseException:  # noqa: PLR0915 - inlined for speed
     """
     Classify a database error into a :class:`~txpolicy.TransactionError` subclass.
 
@@ -64,17 +65,52 @@ def classify_error(error: BaseException) -> BaseException:
     try:
         plan = _PLANS.get(type(error)) or _plan_for(type(error))
         kind = plan[0]
-        if kind is _DRIVER:
-            verdict = plan[1](error)
-            invalidated = False
-        elif kind is _WRAPPER:
-            orig = getattr(error, "orig", None)
-            inner = _PLANS.get(type(orig)) or _plan_for(type(orig))
-            if inner[0] is not _DRIVER or orig is error:
+        original: Any = error
+        invalidated = False
+        if kind is _WRAPPER:  # SQLAlchemy's DBAPIError: classify the driver's error
+            original = getattr(error, "orig", None)
+            plan = _PLANS.get(type(original)) or _plan_for(type(original))
+            kind = plan[0]
+            if original is error or (kind is not _FAST and kind is not _DRIVER):
                 return _from_dbapi_error(error)
-            plan = inner
-            verdict = plan[1](orig)
             invalidated = getattr(error, "connection_invalidated", False) is True
+        if plan[1] is _EMULATED:  # SQLAlchemy's emulated DB-API error (asyncpg adapter)
+            inner = getattr(original, "orig", None)  # SQLAlchemy 2.1; 2.0 chains it instead
+            if not isinstance(inner, BaseException):
+                inner = original.__cause__
+            inner_plan = _PLANS.get(type(inner)) or _plan_for(type(inner))
+            if inner is not original and inner_plan[0] is _FAST:
+                original, plan, kind = inner, inner_plan, _FAST
+        if kind is _FAST:  # a driver class whose code and message sit in known places
+            code_attribute, message_at, prepared, sqlstate_per_object = plan[3]
+            if code_attribute is None:
+                args = original.args
+                code = args[0] if args else None
+            else:
+                code = getattr(original, code_attribute, None)
+            ready = prepared.get(code) if type(code) is str or type(code) is int else None
+            if ready is not None:
+                message: Any
+                if message_at < 0:
+                    message = str(original)
+                else:
+                    args = original.args
+                    message = args[message_at] if len(args) > message_at else None
+                cls, os_like, template, marker = ready
+                if type(message) is str and (marker is None or marker not in message):
+                    result = cls.__new__(cls, message)
+                    if os_like:
+                        result.args = (message,)
+                    state = template.copy()
+                    state["original"] = original
+                    if sqlstate_per_object:
+                        sqlstate = getattr(original, "sqlstate", None)
+                        state["sqlstate"] = sqlstate if type(sqlstate) is str else None
+                    result.__dict__ = state
+                    return result  # type: ignore[no-any-return]
+            verdict = plan[1](original)
+        elif kind is _DRIVER:
+            verdict = plan[1](original)
         elif kind is _SAME:
             return error
         else:
@@ -82,20 +118,17 @@ def classify_error(error: BaseException) -> BaseException:
         category = verdict[0]
         if category is None:
             return _finish(verdict, plan[2], invalidated=invalidated)
-        cls, os_like = _BUILD[category]
+        cls, os_like, template = _BUILD[category]
         message = verdict[5]
         result = cls.__new__(cls, message)
         if os_like:
             result.args = (message,)
-        result.__dict__ = {
-            "category": category,
-            "sqlstate": verdict[1],
-            "vendor_code": verdict[2],
-            "dialect": verdict[3],
-            "original": verdict[4],
-            "during_commit": False,
-            "attempts": 1,
-        }
+        state = template.copy()
+        state["sqlstate"] = verdict[1]
+        state["vendor_code"] = verdict[2]
+        state["dialect"] = verdict[3]
+        state["original"] = verdict[4]
+        result.__dict__ = state
     except Exception:
         # A pathological exception (an attribute or __str__ that raises in a way not
         # anticipated) must not turn error handling itself into a new failure.
@@ -113,7 +146,8 @@ def is_retryable_error(
         error: A raw, SQLAlchemy-wrapped or already classified error.
         during_commit: The error was raised by COMMIT: a connection failure then means
             the outcome is unknown (COMMIT_UNKNOWN). A deadlock or serialization failure
-            raised by COMMIT is a definite rollback and stays retryable.
+            raised by COMMIT is a definite rollback and stays retryable, and so is a
+            connection the server ended while the session was idle (PostgreSQL 25P03).
         idempotent: Running the transaction twice is harmless, so an unknown commit
             outcome may be retried.
 
@@ -127,7 +161,7 @@ def is_retryable_error(
     if not isinstance(classified, TransactionError):
         return False
     category = classified.category
-    if category is _C.CONNECTION and (during_commit or classified.during_commit):
+    if category is _C.CONNECTION and during_commit and not _ended_while_idle(classified):
         category = _C.COMMIT_UNKNOWN
     if category is _C.COMMIT_UNKNOWN:
         return idempotent
@@ -148,18 +182,18 @@ def mark_during_commit(classified: BaseException) -> BaseException:
     """
     A copy of *classified* that records it was raised by COMMIT.
 
-    A CONNECTION error becomes a ``CommitUnknownError`` (the commit may have happened);
-    other categories keep their class (a deadlock at COMMIT is a definite rollback).
-    Anything that is not a :class:`~txpolicy.TransactionError` is returned unchanged, and
-    so is one already marked (unless it still says CONNECTION). The input is never mutated.
+    A CONNECTION error becomes a ``CommitUnknownError`` (the commit may have happened),
+    except a connection the server ended while the session was idle (PostgreSQL 25P03 and
+    57P05, MySQL 4031, ORA-02396): that happened before COMMIT arrived. Other categories
+    keep their class (a deadlock at COMMIT is a definite rollback). Anything that is not a
+    :class:`~txpolicy.TransactionError`, or is already marked, is returned unchanged. The
+    input is never mutated.
     """
-    if not isinstance(classified, TransactionError):
+    if not isinstance(classified, TransactionError) or classified.during_commit:
         return classified
     category = classified.category
-    if category is _C.CONNECTION:
+    if category is _C.CONNECTION and not _ended_while_idle(classified):
         category = _C.COMMIT_UNKNOWN
-    elif classified.during_commit:
-        return classified
     verdict = (
         category,
         classified.sqlstate,
@@ -174,6 +208,18 @@ def mark_during_commit(classified: BaseException) -> BaseException:
     return result
 
 
+def _ended_while_idle(classified: TransactionError) -> bool:
+    """A connection the server ended while it waited for the client: COMMIT never ran."""
+    dialect = classified.dialect
+    if dialect in ("postgresql", "cockroachdb"):
+        return classified.sqlstate in _postgres.ENDED_WHILE_IDLE
+    if dialect == "mysql":
+        return classified.vendor_code in _mysql.ENDED_WHILE_IDLE
+    if dialect == "oracle":
+        return classified.vendor_code in _oracle.ENDED_WHILE_IDLE
+    return False
+
+
 # -- building the result -----------------------------------------------------------------
 
 
@@ -185,28 +231,41 @@ def _make(category: ErrorCategory, verdict: _unwrap.Verdict) -> TransactionError
     classification; the attributes set here are exactly the ones ``__init__`` sets (a test
     compares the two).
     """
-    cls, os_like = _BUILD[category]
+    cls, os_like, template = _BUILD[category]
     message = verdict[5]
     result: TransactionError = cls.__new__(cls, message)
     if os_like:
         # OSError.__new__ leaves args to __init__ when a subclass defines its own.
         result.args = (message,)
-    result.__dict__ = {
-        "category": category,
-        "sqlstate": verdict[1],
-        "vendor_code": verdict[2],
-        "dialect": verdict[3],
-        "original": verdict[4],
-        "during_commit": False,
-        "attempts": 1,
-    }
+    state = template.copy()
+    state["sqlstate"] = verdict[1]
+    state["vendor_code"] = verdict[2]
+    state["dialect"] = verdict[3]
+    state["original"] = verdict[4]
+    result.__dict__ = state
     return result
 
 
-_BUILD: dict[ErrorCategory, tuple[type[TransactionError], bool]] = {
-    category: (cls, issubclass(cls, OSError)) for category, cls in CATEGORY_CLASSES.items()
+def _template(category: ErrorCategory, **values: object) -> dict[str, object]:
+    """The instance ``__dict__`` of a classified error, to be copied (faster than building)."""
+    state: dict[str, object] = {
+        "category": category,
+        "sqlstate": None,
+        "vendor_code": None,
+        "dialect": None,
+        "original": None,
+        "during_commit": False,
+        "attempts": 1,
+    }
+    state.update(values)
+    return state
+
+
+_BUILD: dict[ErrorCategory, tuple[type[TransactionError], bool, dict[str, object]]] = {
+    category: (cls, issubclass(cls, OSError), _template(category))
+    for category, cls in CATEGORY_CLASSES.items()
 }
-"""The class of each category, and whether it is an OSError (whose ``args`` need setting)."""
+"""Per category: its class, whether that is an OSError (``args`` need setting), its state."""
 
 
 def _finish(
@@ -279,15 +338,19 @@ def _from_os_error(error: BaseException) -> BaseException:
     return _make(_C.CONNECTION, (_C.CONNECTION, None, None, dialect, error, _unwrap.text(error)))
 
 
-# What to do with an exception type, learnt once per type: (kind, function, default).
+# What to do with an exception type, learnt once per type: (kind, function, default[, static]).
 # _DRIVER: function reads the codes of a driver exception, default is its class's category;
+# _FAST: the same, for a class whose code and message sit in known places (psycopg, asyncpg,
+#   PyMySQL, mysqlclient, sqlite3): the result's state is prepared per code, once, and only
+#   copied per call; anything unexpected falls back on the function;
 # _WRAPPER: SQLAlchemy's DBAPIError, whose ``orig`` is read the same way;
 # _HANDLER: function classifies the whole error; _SAME: returned unchanged.
 _SAME = "same"
 _DRIVER = "driver"
+_FAST = "fast"
 _WRAPPER = "wrapper"
 _HANDLER = "handler"
-_Plan = tuple[str, Any, ErrorCategory]
+_Plan = tuple[Any, ...]
 _PLANS: dict[type, _Plan] = {}
 _MAX_PLANS = 4096  # dynamically created classes must not grow the cache forever
 
@@ -320,7 +383,47 @@ def _choose_plan(klass: type) -> _Plan:
         return (_HANDLER, _from_sqlalchemy_other, unknown)
     entry = _unwrap.entry_for(klass)
     if entry is not None:
+        fast = _fast(klass, entry[0])
+        if fast is not None:
+            return (_FAST, entry[0], entry[1], fast)
         return (_DRIVER, entry[0], entry[1])
     if _unwrap.is_os_level(klass):
         return (_HANDLER, _from_os_error, unknown)
     return (_SAME, None, unknown)
+
+
+def _prepared(
+    table: dict[Any, ErrorCategory], dialect: str, code_field: str
+) -> dict[Any, tuple[Any, ...]]:
+    """Per code of *table*: ``(class, os_like, state, cockroach_marker)`` for the fast path."""
+    prepared = {}
+    for code, category in table.items():
+        cls, os_like, _ = _BUILD[category]
+        state = _template(category, dialect=dialect, **{code_field: code})
+        prepared[code] = (cls, os_like, state, _cockroach.MARKERS.get(code))
+    return prepared
+
+
+_PREPARED_POSTGRES = _prepared(_postgres.SQLSTATES, "postgresql", "sqlstate")
+_PREPARED_MYSQL = _prepared(_mysql.ERRNOS, "mysql", "vendor_code")
+_PREPARED_SQLITE = _prepared(_sqlite.CODES, "sqlite", "vendor_code")
+
+
+def _fast(klass: type, codes: Any) -> tuple[Any, ...] | None:
+    """
+    Where *klass* keeps its code and message, for the fast path; None if it does not qualify.
+
+    ``(code_attribute or None for args[0], message index in args or -1 for str(), prepared,
+    sqlstate_per_object)``. ``str()`` is used only where the class keeps
+    ``BaseException.__str__`` (nothing of its own can raise or run slowly).
+    """
+    plain_str = klass.__str__ is BaseException.__str__  # type: ignore[comparison-overlap]
+    if codes is _unwrap.psycopg_codes and plain_str:
+        return ("sqlstate", -1, _PREPARED_POSTGRES, False)
+    if codes is _unwrap.asyncpg_codes:
+        return ("sqlstate", 0, _PREPARED_POSTGRES, False)
+    if codes is _unwrap.mysql_codes and _unwrap.module_root(klass) in ("pymysql", "MySQLdb"):
+        return (None, 1, _PREPARED_MYSQL, True)
+    if codes is _unwrap.sqlite_codes and plain_str:
+        return ("sqlite_errorcode", -1, _PREPARED_SQLITE, False)
+    return None

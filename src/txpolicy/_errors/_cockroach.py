@@ -30,15 +30,16 @@ SQLSTATES: dict[str, C] = {
 ONLY_COCKROACH = frozenset({"CR000", "58C00", "58C01", "XXA00", "XXUUU"})
 """Codes PostgreSQL never sends: seeing one names the dialect."""
 
-_MARKERS = {
+MARKERS = {
     "40001": "restart transaction",
     "40003": "result is ambiguous",
 }
+"""CockroachDB's wording for the codes it shares with PostgreSQL."""
 
 
 def is_cockroach(sqlstate: str, message: str) -> bool:
     """Whether an error with *sqlstate* and *message* can only have come from CockroachDB."""
     if sqlstate in ONLY_COCKROACH:
         return True
-    marker = _MARKERS.get(sqlstate)
+    marker = MARKERS.get(sqlstate)
     return marker is not None and marker in message

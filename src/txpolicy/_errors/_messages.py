@@ -22,6 +22,7 @@ Patterns = Sequence[tuple[str, C]]
 
 POSTGRESQL: Patterns = (
     ("too many clients already", C.RESOURCE),  # 53300 at connect time
+    ("too many connections", C.RESOURCE),  # 53300 "... for role" / "... for database"
     ("remaining connection slots are reserved", C.RESOURCE),  # 53300 at connect time
     ("no more connections allowed", C.RESOURCE),  # PgBouncer max_client_conn
     ("password authentication failed", C.PERMISSION),  # 28P01 at connect time
@@ -120,6 +121,7 @@ MSSQL: Patterns = (
     ("tcp provider", C.CONNECTION),
     ("connection is busy", C.CONNECTION),
     ("dbprocess is dead", C.CONNECTION),  # FreeTDS 20047
+    ("closed connection", C.CONNECTION),  # pyodbc "Attempt to use a closed connection."
     ("connection reset", C.CONNECTION),
     ("not connected", C.CONNECTION),
 )

@@ -118,7 +118,13 @@ def category(number: int | None, sqlstate: str | None) -> C | None:
 
 
 def native_numbers(message: str) -> list[int]:
-    """The native numbers pyodbc puts in parentheses in *message*, in order (``(1205)``)."""
+    """
+    The native numbers pyodbc puts in *message*, first diagnostic record first.
+
+    pyodbc formats each record as ``[SQLSTATE] text (native)``, the first one followed by
+    `` (SQLFunction)`` and the others joined with ``"; "``; a number in parentheses that is
+    not at such a place (a value quoted in the text) is not a native number.
+    """
     numbers = []
     start = message.find("(")
     while start != -1:
@@ -126,7 +132,8 @@ def native_numbers(message: str) -> list[int]:
         if end == -1:
             break
         token = message[start + 1 : end]
-        if token.isdigit():
+        rest = message[end + 1 : end + 4]
+        if token.isdigit() and (rest in ("", "; [") or rest.startswith((" (", ";"))):
             numbers.append(int(token))
         start = message.find("(", start + 1)
     return numbers

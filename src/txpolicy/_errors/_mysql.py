@@ -130,6 +130,9 @@ SQLSTATES: dict[str, C] = {
 }
 """Fallback for unknown numbers on the server's SQLSTATE: exact code, then class."""
 
+ENDED_WHILE_IDLE = frozenset({4031})
+"""Connection ends decided while the session was idle: a definite rollback even at COMMIT."""
+
 CLIENT_ERRORS = range(2000, 3000)
 """Numbers the client library raises itself (CR_*): the connection is unusable."""
 

@@ -86,19 +86,28 @@ ORA_CODES: dict[int, C] = {
     16456: C.CONNECTION,  # switchover to standby in progress
     27146: C.CONNECTION,  # post/wait initialization failed
     28000: C.PERMISSION,  # the account is locked
+    24457: C.RESOURCE,  # OCISessionGet() could not find a free session (pool)
+    24459: C.RESOURCE,  # OCISessionGet() timed out waiting for the pool to grow
+    24496: C.RESOURCE,  # OCISessionGet() timed out waiting for a free connection
     28511: C.CONNECTION,  # lost RPC connection to heterogeneous remote agent
     30006: C.LOCK_TIMEOUT,  # resource busy; acquire with WAIT timeout expired
     56600: C.CONNECTION,  # an illegal OCI function call was issued
 }
 """ORA numbers (``_Error.code``)."""
 
+ENDED_WHILE_IDLE = frozenset({2396})
+"""Connection ends decided while the session was idle: a definite rollback even at COMMIT."""
+
 DRIVER_CODES: dict[str, C] = {
     "DPI-1010": C.CONNECTION,  # not connected
     "DPI-1067": C.STATEMENT_TIMEOUT,  # call timeout exceeded
     "DPI-1080": C.CONNECTION,  # connection was closed by ORA-%d
     "DPY-1001": C.CONNECTION,  # not connected to database
+    "DPY-4005": C.RESOURCE,  # timed out waiting for the connection pool
     "DPY-4011": C.CONNECTION,  # the database or network closed the connection
     "DPY-4024": C.STATEMENT_TIMEOUT,  # call timeout exceeded
+    "DPY-4033": C.CONNECTION,  # exceeded the maximum idle time
+    "DPY-6000": C.CONNECTION,  # listener refused the connection
     "DPY-6005": C.CONNECTION,  # cannot connect to database
 }
 """python-oracledb's own codes (``_Error.full_code``) for errors without an ORA number."""

@@ -128,6 +128,15 @@ CLASSES: dict[str, C] = {
 """Fallback by SQLSTATE class (the first two characters) for codes missing above."""
 
 
+ENDED_WHILE_IDLE = frozenset({"25P03", "57P05"})
+"""
+Connection ends the server only decides while the session waits for the client.
+
+Raised in reply to COMMIT, they still prove the transaction was rolled back: the server
+ended it before the COMMIT arrived, so they are no unknown outcome.
+"""
+
+
 def category(sqlstate: str) -> C:
     """The category of *sqlstate*: the exact code first, then its class, else UNKNOWN."""
     found = SQLSTATES.get(sqlstate)

@@ -152,10 +152,10 @@ def guess_dialect(code: str) -> str | None:
     text = code.strip().upper()
     if text[:4] in ("ORA-", "DPY-", "DPI-"):
         return "oracle"
+    if len(text) == 5 and text.isalnum() and text.isascii():  # a SQLSTATE, even "40001"
+        return "postgresql"
     if text.lstrip("-").isdigit():
         return "mysql"
-    if len(text) == 5 and text.isalnum() and text.isascii():  # a SQLSTATE
-        return "postgresql"
     return None
 
 

@@ -122,9 +122,7 @@ def emulated_codes(exc: Any) -> Verdict:
     if isinstance(inner, BaseException) and inner is not exc:
         entry = entry_for(type(inner))
         if entry is not None and entry[0] is not emulated_codes:
-            verdict = entry[0](inner)
-            if verdict[0] is not None:
-                return verdict
+            return entry[0](inner)  # the driver's own error is the original
     dialect = _dialect_of_module(type(exc).__module__)
     code = getattr(exc, "sqlstate", None)
     if dialect == "postgresql":
@@ -176,14 +174,18 @@ def sqlite_codes(exc: Any) -> Verdict:
 def pyodbc_codes(exc: Any) -> Verdict:
     """pyodbc: ``args == (odbc_sqlstate, message)``, the native number as ``(1205)``."""
     args = exc.args
-    sqlstate = args[0] if args and type(args[0]) is str and len(args[0]) == 5 else None
-    message = args[1] if len(args) > 1 and type(args[1]) is str else text(exc)
+    first = args[0] if args else None
+    second = args[1] if len(args) > 1 else None
+    if type(second) is str and type(first) is str and len(second) == 5 and len(first) != 5:
+        first, second = second, first  # pyodbc's own errors: (message, sqlstate)
+    sqlstate = first if type(first) is str and len(first) == 5 else None
+    message = second if type(second) is str else text(exc)
     numbers = _mssql.native_numbers(message)
     for number in numbers:
         found = _mssql.NUMBERS.get(number)
         if found is not None:
             return (found, sqlstate, number, "mssql", exc, message)
-    vendor = numbers[0] if numbers else None
+    vendor = next((number for number in numbers if number), None)  # 0: no native error
     return (_mssql.category(None, sqlstate), sqlstate, vendor, "mssql", exc, message)
 
 
@@ -282,7 +284,8 @@ _DBAPI_CLASSES = {
 _NOT_CONNECTION = frozenset({"PipelineAborted"})  # psycopg: an earlier pipeline error
 
 
-def _module_root(klass: type) -> str:
+def module_root(klass: type) -> str:
+    """The top-level package a class was defined in (``""`` when it cannot tell)."""
     module = getattr(klass, "__module__", None)
     return module.partition(".")[0] if type(module) is str else ""
 
@@ -341,7 +344,7 @@ def _learn(klass: type) -> Entry | None:
     if not issubclass(klass, Exception) or issubclass(klass, TransactionError):
         return None
     for base in klass.__mro__:
-        root = _module_root(base)
+        root = module_root(base)
         if root == "sqlalchemy" and _is_emulated(base):
             return (emulated_codes, class_default(klass, root))
         driver = DRIVERS.get(root)

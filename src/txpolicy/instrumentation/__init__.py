@@ -1,0 +1,23 @@
+"""
+Seeing what transactions do: OpenTelemetry spans and counters, per-function statistics.
+
+- :func:`enable_opentelemetry` records a span per transaction, an event per retry and
+  counters (attempts, retries by category, give-ups, ambiguous commits); OpenTelemetry is
+  imported only when it is called (install ``txpolicy[otel]``).
+- :func:`get_statistics` reads the counters every function decorated with
+  :func:`txpolicy.transactional` keeps: calls, attempts, retries by category and time spent
+  waiting (also ``func.statistics()``).
+"""
+
+from __future__ import annotations
+
+from .._stats import TransactionStatistics, get_statistics
+from ._otel import disable_opentelemetry, enable_opentelemetry, is_opentelemetry_enabled
+
+__all__ = [
+    "TransactionStatistics",
+    "disable_opentelemetry",
+    "enable_opentelemetry",
+    "get_statistics",
+    "is_opentelemetry_enabled",
+]
