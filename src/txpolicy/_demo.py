@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     import argparse
     from collections.abc import Callable, Iterator
 
+    from typing_extensions import Self
+
 __all__ = ["main"]
 
 DEFAULT_WORKERS = 8
@@ -112,41 +114,51 @@ class Bank:
 
     def __init__(self, engine: sa.Engine, suffix: str) -> None:
         self.engine = engine
-        self.accounts = f"txpolicy_demo_accounts_{suffix}"
-        self.ledger = f"txpolicy_demo_ledger_{suffix}"
-        self.read = sa.text(f"SELECT balance FROM {self.accounts} WHERE id = :id")
-        self.move = sa.text(f"UPDATE {self.accounts} SET balance = balance + :delta WHERE id = :id")
-        self.record = sa.text(
-            f"INSERT INTO {self.ledger} (id, src, dst, amount) VALUES (:id, :src, :dst, :amount)"
+        metadata = sa.MetaData()
+        self.accounts = sa.Table(
+            f"txpolicy_demo_accounts_{suffix}",
+            metadata,
+            sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+            sa.Column("balance", sa.Integer, nullable=False),
         )
+        self.ledger = sa.Table(
+            f"txpolicy_demo_ledger_{suffix}",
+            metadata,
+            sa.Column("id", sa.String(32), primary_key=True),
+            sa.Column("src", sa.Integer, nullable=False),
+            sa.Column("dst", sa.Integer, nullable=False),
+            sa.Column("amount", sa.Integer, nullable=False),
+        )
+        self.metadata = metadata
+        account = self.accounts.c
+        self.read = sa.select(account.balance).where(account.id == sa.bindparam("account"))
+        self.move = (
+            sa.update(self.accounts)
+            .where(account.id == sa.bindparam("account"))
+            .values(balance=account.balance + sa.bindparam("delta"))
+        )
+        self.record = sa.insert(self.ledger)
 
     def create(self) -> None:
         """Both tables, every account at INITIAL."""
         with self.engine.begin() as conn:
-            conn.exec_driver_sql(
-                f"CREATE TABLE {self.accounts} (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL)"
-            )
-            conn.exec_driver_sql(
-                f"CREATE TABLE {self.ledger} (id VARCHAR(32) PRIMARY KEY, src INTEGER NOT NULL, "
-                "dst INTEGER NOT NULL, amount INTEGER NOT NULL)"
-            )
+            self.metadata.create_all(conn)
             conn.execute(
-                sa.text(f"INSERT INTO {self.accounts} (id, balance) VALUES (:id, :balance)"),
+                sa.insert(self.accounts),
                 [{"id": i, "balance": INITIAL} for i in range(1, ACCOUNTS + 1)],
             )
 
     def drop(self) -> None:
         """Remove both tables (server databases are shared)."""
         with self.engine.begin() as conn:
-            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {self.ledger}")
-            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {self.accounts}")
+            self.metadata.drop_all(conn)
 
     def verify(self, committed: list[Transfer]) -> Verdict:
         """Sum unchanged; the ledger is exactly the committed transfers; balances match it."""
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.text(f"SELECT id, balance FROM {self.accounts}"))
-            balances = {account: balance for account, balance in rows}
-            ledger = list(conn.execute(sa.text(f"SELECT id FROM {self.ledger}")).scalars())
+            rows = conn.execute(sa.select(self.accounts.c.id, self.accounts.c.balance))
+            balances: dict[int, int] = {row.id: row.balance for row in rows}
+            ledger = list(conn.execute(sa.select(self.ledger.c.id)).scalars())
         expected = dict.fromkeys(range(1, ACCOUNTS + 1), INITIAL)
         for transfer in committed:
             expected[transfer.src] -= transfer.amount
@@ -196,7 +208,7 @@ def _server_engine(url: str, workers: int) -> sa.Engine:
 
 def _plan(count: int, workers: int, seed: int | None = None) -> list[list[Transfer]]:
     """*count* random transfers between the accounts, dealt to *workers* workers."""
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - a workload, not a secret
     lists: list[list[Transfer]] = [[] for _ in range(workers)]
     for index in range(count):
         src, dst = rng.sample(range(1, ACCOUNTS + 1), 2)
@@ -215,17 +227,17 @@ def _transfer_function(bank: Bank) -> Callable[[Transfer], None]:
     isolation = "SERIALIZABLE" if postgres else None
     read_first = dialect != "mysql"
 
-    @transactional(
-        sessionmaker(bank.engine), isolation_level=isolation, policy=POLICY, operation_type="transfer"
-    )
+    factory = sessionmaker(bank.engine)
+
+    @transactional(factory, isolation_level=isolation, policy=POLICY, operation_type="transfer")
     def transfer(session: Session, t: Transfer) -> None:
         if read_first:
-            session.execute(bank.read, {"id": t.src}).scalar_one()
+            session.execute(bank.read, {"account": t.src}).scalar_one()
         moves = [(t.src, -t.amount), (t.dst, t.amount)]
         if postgres:
             moves.sort()
         for account, delta in moves:
-            session.execute(bank.move, {"delta": delta, "id": account})
+            session.execute(bank.move, {"delta": delta, "account": account})
         session.execute(bank.record, {"id": t.id, "src": t.src, "dst": t.dst, "amount": t.amount})
 
     return transfer
@@ -269,7 +281,7 @@ class _Progress:
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.quarters_shown = 0
 
-    def __enter__(self) -> _Progress:
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 
@@ -291,7 +303,7 @@ class _Progress:
         with self.tally.lock:
             finished = len(self.tally.committed) + sum(self.tally.gave_up.values())
         quarters = 4 * finished // max(1, self.tally.planned)
-        if quarters > self.quarters_shown or (final and quarters < 4):  # noqa: PLR2004
+        if quarters > self.quarters_shown or (final and quarters < 4):
             self.quarters_shown = max(quarters, self.quarters_shown + 1)
             self.stream.write(f"  {self.tally.line()}\n")
             self.stream.flush()
@@ -314,10 +326,12 @@ def _report(tally: Tally, verdict: Verdict, seconds: float, out: TextIO) -> None
     committed = len(tally.committed)
     lines = [
         f"  committed   {committed}",
-        f"  retries     {sum(tally.retries.values())}" + (f"  ({retries})" if retries else ""),
-        f"  gave up     {sum(tally.gave_up.values())}" + (f"  ({gave_up})" if gave_up else ""),
-        f"  latency     p50 {_percentile(ms, 0.5):.1f} ms  p95 {_percentile(ms, 0.95):.1f} ms  "
-        f"p99 {_percentile(ms, 0.99):.1f} ms",
+        (f"  retries     {sum(tally.retries.values())}" + (f"  ({retries})" if retries else "")),
+        (f"  gave up     {sum(tally.gave_up.values())}" + (f"  ({gave_up})" if gave_up else "")),
+        (
+            f"  latency     p50 {_percentile(ms, 0.5):.1f} ms  "
+            f"p95 {_percentile(ms, 0.95):.1f} ms  p99 {_percentile(ms, 0.99):.1f} ms"
+        ),
         f"  wall time   {seconds:.2f} s  ({committed / seconds if seconds else 0:.0f} commits/s)",
     ]
     if verdict.ok:

@@ -45,7 +45,6 @@ import itertools
 import socket
 import struct
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from sqlalchemy.engine import make_url
@@ -456,10 +455,6 @@ class PgProxy:
     def __exit__(self, *exc_info: object) -> None:
         """Close the proxy."""
         self.close()
-
-    def __iter__(self) -> Iterator[CutEvent]:
-        """Iterate over the recorded cuts."""
-        return iter(self.events)
 
     # -- internals ---------------------------------------------------------------------------
 

@@ -41,7 +41,7 @@ __all__ = [
 
 _C = ErrorCategory
 _Handler = Callable[[Any], BaseException]
-_EMULATED = _unwrap.emulated_codes
+_EMULATED_CODES = _unwrap.emulated_codes
 
 
 def classify_error(error: BaseException) -> BaseException:  # noqa: PLR0915 - inlined for speed
@@ -74,7 +74,7 @@ def classify_error(error: BaseException) -> BaseException:  # noqa: PLR0915 - in
             if original is error or (kind is not _FAST and kind is not _DRIVER):
                 return _from_dbapi_error(error)
             invalidated = getattr(error, "connection_invalidated", False) is True
-        if plan[1] is _EMULATED:  # SQLAlchemy's emulated DB-API error (asyncpg adapter)
+        if plan[1] is _EMULATED_CODES:  # SQLAlchemy's emulated DB-API error (asyncpg adapter)
             inner = getattr(original, "orig", None)  # SQLAlchemy 2.1; 2.0 chains it instead
             if not isinstance(inner, BaseException):
                 inner = original.__cause__
@@ -393,18 +393,28 @@ def _choose_plan(klass: type) -> _Plan:
 
 
 def _prepared(
-    table: dict[Any, ErrorCategory], dialect: str, code_field: str
+    table: dict[Any, ErrorCategory],
+    dialect: str,
+    code_field: str,
+    markers: dict[str, str] | None = None,
 ) -> dict[Any, tuple[Any, ...]]:
-    """Per code of *table*: ``(class, os_like, state, cockroach_marker)`` for the fast path."""
+    """
+    Per code of *table*: ``(class, os_like, state, marker)`` for the fast path.
+
+    A message containing *marker* leaves the fast path (CockroachDB's wording of a code it
+    shares with PostgreSQL names another dialect, and maybe another category).
+    """
     prepared = {}
     for code, category in table.items():
         cls, os_like, _ = _BUILD[category]
         state = _template(category, dialect=dialect, **{code_field: code})
-        prepared[code] = (cls, os_like, state, _cockroach.MARKERS.get(code))
+        prepared[code] = (cls, os_like, state, (markers or {}).get(code))
     return prepared
 
 
-_PREPARED_POSTGRES = _prepared(_postgres.SQLSTATES, "postgresql", "sqlstate")
+_PREPARED_POSTGRES = _prepared(
+    _postgres.SQLSTATES, "postgresql", "sqlstate", markers=_cockroach.MARKERS
+)
 _PREPARED_MYSQL = _prepared(_mysql.ERRNOS, "mysql", "vendor_code")
 _PREPARED_SQLITE = _prepared(_sqlite.CODES, "sqlite", "vendor_code")
 

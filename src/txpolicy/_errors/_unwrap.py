@@ -137,11 +137,9 @@ def mysql_codes(exc: Any) -> Verdict:
     """PyMySQL, mysqlclient, asyncmy: ``args == (errno, message)``; connectors: ``.errno``."""
     args = exc.args
     errno = args[0] if args else None
-    if type(errno) is int and len(args) > 1 and type(args[1]) is str:
-        message = args[1]
-    else:
-        errno = getattr(exc, "errno", None)
-        message = text(exc)
+    if type(errno) is not int:
+        errno = getattr(exc, "errno", None)  # MySQL Connector/Python, mariadb
+    message = args[1] if len(args) > 1 and type(args[1]) is str else text(exc)
     sqlstate = getattr(exc, "sqlstate", None)
     if type(sqlstate) is not str:
         sqlstate = None
@@ -357,9 +355,11 @@ def _is_emulated(klass: type) -> bool:
     """Whether *klass* is one of SQLAlchemy's emulated DB-API exceptions (asyncpg adapter)."""
     if _EMULATED is not None and issubclass(klass, _EMULATED):
         return True
-    module = klass.__module__
-    return module.startswith("sqlalchemy.dialects.") and not issubclass(
-        klass, _sa_exc.SQLAlchemyError
+    module = getattr(klass, "__module__", None)
+    return (
+        type(module) is str
+        and module.startswith("sqlalchemy.dialects.")
+        and not issubclass(klass, _sa_exc.SQLAlchemyError)
     )
 
 
