@@ -35,10 +35,10 @@ from collections.abc import Callable
 import pytest
 import sqlalchemy as sa
 import tenacity
-from _support import WAIT_INITIAL, WAIT_MAX, emit_lines, postgres_url, unique_table
 from sqlalchemy.orm import Session, sessionmaker
 
 import txpolicy
+from _support import WAIT_INITIAL, WAIT_MAX, emit_lines, postgres_url, unique_table
 
 INITIAL_BALANCE = 1_000
 ROUNDS = 4
@@ -281,12 +281,17 @@ def summarize(tallies: list[Tally], walls: list[float]) -> dict:
     commits = sum(t.commits for t in tallies)
     attempts = sum(t.attempts for t in tallies)
     latencies = sorted(x for t in tallies for x in t.latencies)
-    cuts = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 else [0.0] * 99
+    cuts = (
+        statistics.quantiles(latencies, n=100, method="inclusive")
+        if len(latencies) > 1
+        else [0.0] * 99
+    )
     return {
         "goodput": commits / sum(walls) if walls else 0.0,
         "commits": commits,
         "give_ups": sum(t.give_ups for t in tallies),
-        "retries_per_commit": (attempts - commits - sum(t.give_ups for t in tallies)) / max(commits, 1),
+        "retries_per_commit": (attempts - commits - sum(t.give_ups for t in tallies))
+        / max(commits, 1),
         "p50_ms": cuts[49] * 1e3,
         "p99_ms": cuts[98] * 1e3,
     }

@@ -21,10 +21,19 @@ On SQLite there is no statement to run, so the ratio is the pure Python cost of 
 from __future__ import annotations
 
 import asyncio
+import statistics
+import time
 
 import pytest
 import sqlalchemy as sa
-from _support import RatioTable, create_counter_table, drop_table, postgres_url, unique_table
+from _support import (
+    RatioTable,
+    create_counter_table,
+    drop_table,
+    emit_lines,
+    postgres_url,
+    unique_table,
+)
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.orm import sessionmaker
 
@@ -190,3 +199,61 @@ def test_postgres_async(benchmark, pg_async_calls, ratios, side):
 
     assert 0 == result
     ratios.add(benchmark, "sessionmaker_postgres_async")
+
+
+def interleaved(sides, *, rounds, batch):
+    """
+    Median per-call cost of each side and median ratio to the first side, measured in
+    alternating batches so that load from other processes hits every side alike. Both wall
+    time and this process's CPU time are reported (CPU time ignores waiting for the server).
+    """
+    names = list(sides)
+    samples = {name: {"wall": [], "cpu": []} for name in names}
+    for number in range(rounds):
+        for name in names if number % 2 else names[::-1]:
+            call = sides[name]
+            wall, cpu = time.perf_counter(), time.process_time()
+            for _ in range(batch):
+                call()
+            samples[name]["wall"].append((time.perf_counter() - wall) / batch)
+            samples[name]["cpu"].append((time.process_time() - cpu) / batch)
+    base = samples[names[0]]
+    out = {}
+    for name in names:
+        row = {}
+        for clock in ("wall", "cpu"):
+            ratios = [a / b for a, b in zip(samples[name][clock], base[clock]) if b]
+            row[clock] = (statistics.median(samples[name][clock]), statistics.median(ratios))
+        out[name] = row
+    return out
+
+
+@pytest.mark.benchmark(group="database-interleaved")
+def test_interleaved_overhead(benchmark, sqlite_calls, pg_sync_calls, request):
+    """The same comparisons, interleaved batch by batch: the figures to quote (noisy hosts)."""
+    results = {}
+
+    def run():
+        results["sqlite"] = interleaved(sqlite_calls, rounds=100, batch=100)
+        results["postgres"] = interleaved(
+            {
+                name: pg_sync_calls[name]
+                for name in ("sessionmaker", "sessionmaker_set_config", "database", "database_context")
+            },
+            rounds=40,
+            batch=50,
+        )
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    lines = ["Database overhead, interleaved batches: median per call (ratio to transactional(sessionmaker))"]
+    for group, rows in results.items():
+        lines.append(f"  [{group}]")
+        for name, row in rows.items():
+            wall, cpu = row["wall"], row["cpu"]
+            lines.append(
+                f"    {name:<26} wall {wall[0] * 1e6:8.1f} µs ({wall[1]:.3f})"
+                f"   cpu {cpu[0] * 1e6:8.1f} µs ({cpu[1]:.3f})"
+            )
+            benchmark.extra_info[f"{group}.{name}.wall_ratio"] = round(wall[1], 4)
+            benchmark.extra_info[f"{group}.{name}.cpu_ratio"] = round(cpu[1], 4)
+    emit_lines(request.config, lines)

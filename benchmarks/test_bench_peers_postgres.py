@@ -14,6 +14,9 @@ import asyncio
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.orm import sessionmaker
+
 from _support import (
     RatioTable,
     async_sides,
@@ -23,8 +26,6 @@ from _support import (
     sync_sides,
     unique_table,
 )
-from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
-from sqlalchemy.orm import sessionmaker
 
 SYNC = "happy-postgres-sync"
 ASYNC = "happy-postgres-async"

@@ -13,9 +13,10 @@ import asyncio
 
 import pytest
 import sqlalchemy as sa
-from _support import RatioTable, async_sides, sync_sides
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.orm import sessionmaker
+
+from _support import RatioTable, async_sides, sync_sides
 
 SYNC = "happy-sqlite-backoff-sync"
 ASYNC = "happy-sqlite-backoff-async"

@@ -23,9 +23,9 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 import tenacity
-from _support import ATTEMPTS, WAIT_INITIAL, WAIT_MAX, RatioTable, postgres_url
 
 import txpolicy
+from _support import ATTEMPTS, WAIT_INITIAL, WAIT_MAX, RatioTable, postgres_url
 from txpolicy._bench import BenchTarget
 from txpolicy.testing import set_testing
 

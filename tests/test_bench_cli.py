@@ -24,9 +24,7 @@ SIDES = [
 
 def run_json(url, *, happy=60, retry=20):
     """``_bench.main`` with few iterations (the CLI path itself is tested on SQLite)."""
-    args = argparse.Namespace(
-        url=url, json=True, happy_iterations=happy, retry_iterations=retry
-    )
+    args = argparse.Namespace(url=url, json=True, happy_iterations=happy, retry_iterations=retry)
     return _bench.main(args)
 
 

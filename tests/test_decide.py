@@ -46,8 +46,6 @@ def run(policy, err, *, attempt=1, elapsed=0.0, idempotent=False, read_only=Fals
 
 def expected_retryable(category, *, idempotent, read_only, during_commit):
     """The contract's table, restated independently of the implementation."""
-    if category is C.CONNECTION and during_commit:
-        return idempotent
     if category is C.COMMIT_UNKNOWN:
         return idempotent
     if category is C.READ_ONLY and read_only:
@@ -103,12 +101,19 @@ def test_connections_are_invalidated_for_connection_read_only_and_commit_unknown
     assert expected == must_invalidate(error(category, during_commit=True))
 
 
-def test_connection_during_commit_counts_as_commit_unknown():
-    """A CONNECTION error marked during_commit is COMMIT_UNKNOWN for every decision."""
-    err = error(C.CONNECTION, during_commit=True)
+def test_the_classifiers_category_decides_also_at_commit():
+    """
+    A CONNECTION error that the classifier left CONNECTION at COMMIT (a session the server
+    ended while idle, 25P03) is a definite rollback: retried. Connection losses with an
+    unknown outcome reach decide() as COMMIT_UNKNOWN, retried only when idempotent.
+    """
+    idle_ended = error(C.CONNECTION, during_commit=True)
+    unknown = error(C.COMMIT_UNKNOWN, during_commit=True)
 
-    assert C.COMMIT_UNKNOWN == effective_category(err)
-    assert C.DEADLOCK == effective_category(error(C.DEADLOCK, during_commit=True))
+    assert C.CONNECTION == effective_category(idle_ended)
+    assert Retry(0.1) == run(NO_JITTER, idle_ended)
+    assert GiveUp("not_retryable") == run(NO_JITTER, unknown)
+    assert Retry(0.1) == run(NO_JITTER, unknown, idempotent=True)
 
 
 @pytest.mark.parametrize(("attempts", "failed"), [(1, 1), (3, 2), (3, 3), (5, 4), (5, 5)])

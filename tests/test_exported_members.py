@@ -12,7 +12,7 @@ import pytest
 
 import txpolicy
 
-PUBLIC_MODULES = ["txpolicy", "txpolicy.testing"]
+PUBLIC_MODULES = ["txpolicy", "txpolicy.instrumentation", "txpolicy.testing"]
 
 
 def _own_doc(obj: object) -> str:

@@ -111,7 +111,9 @@ def test_one_span_per_committed_call(telemetry, sqlite_factory):
     assert () == tuple(span.events)
     assert trace.StatusCode.UNSET == span.status.status_code
     assert span.start_time < span.end_time
-    assert 2 == telemetry.total("txpolicy.transaction.attempts", **{"txpolicy.outcome": "committed"})
+    assert 2 == telemetry.total(
+        "txpolicy.transaction.attempts", **{"txpolicy.outcome": "committed"}
+    )
     assert 2 == telemetry.total("txpolicy.transaction.duration")
     assert 0 == telemetry.total("txpolicy.transaction.retries")
 
@@ -252,9 +254,7 @@ async def test_async_transactions_have_spans(telemetry, tmp_path):
     finally:
         await engine.dispose()
 
-    assert ["committed", "gave_up"] == [
-        s.attributes["txpolicy.outcome"] for s in telemetry.spans()
-    ]
+    assert ["committed", "gave_up"] == [s.attributes["txpolicy.outcome"] for s in telemetry.spans()]
 
 
 def test_retry_events_stay_with_their_own_transaction(telemetry, postgres_url):
@@ -263,9 +263,7 @@ def test_retry_events_stay_with_their_own_transaction(telemetry, postgres_url):
     errors = []
 
     def work(target):
-        write = txpolicy.transactional(target.retry_factory, operation_type="write")(
-            target.write
-        )
+        write = txpolicy.transactional(target.retry_factory, operation_type="write")(target.write)
         try:
             for _ in range(5):
                 target.arm()

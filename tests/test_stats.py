@@ -17,21 +17,6 @@ from txpolicy.instrumentation import get_statistics
 from txpolicy.testing import set_testing
 
 
-def _has_statistics():
-    """Whether ``transactional()`` gives decorated functions their ``statistics`` yet."""
-    engine = sa.create_engine("sqlite://")
-    try:
-        return hasattr(txpolicy.transactional(sessionmaker(engine))(lambda session: None), "statistics")
-    finally:
-        engine.dispose()
-
-
-integrated = pytest.mark.skipif(
-    not _has_statistics(),
-    reason="transactional() does not attach StatisticsRecorder yet (see txpolicy/_stats.py)",
-)
-
-
 @pytest.fixture
 def sqlite_factory(tmp_path):
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'stats.db'}")
@@ -99,7 +84,6 @@ def test_get_statistics_rejects_undecorated_functions():
         get_statistics(len)
 
 
-@integrated
 def test_calls_are_exact_under_threads(sqlite_factory):
     """Concurrent committed calls from eight threads are all counted, one attempt each."""
 
@@ -118,7 +102,6 @@ def test_calls_are_exact_under_threads(sqlite_factory):
     assert stats == read.statistics()
 
 
-@integrated
 def test_real_retries_are_counted_by_category(pg_target):
     """Three calls, each meeting one real serialization failure: 6 attempts, 3 retries."""
     write = txpolicy.transactional(pg_target.retry_factory)(pg_target.write)
@@ -134,7 +117,6 @@ def test_real_retries_are_counted_by_category(pg_target):
     assert 0.0 == stats.waited  # testing mode: nothing slept
 
 
-@integrated
 def test_time_spent_waiting(pg_target):
     """Outside testing mode the wait actually slept is added up."""
     policy = RetryPolicy(wait_initial=0.01, wait_max=0.01, jitter="none")
@@ -146,7 +128,6 @@ def test_time_spent_waiting(pg_target):
     assert 0.01 == pytest.approx(get_statistics(write).waited)
 
 
-@integrated
 def test_failures_are_counted(pg_target, sqlite_factory):
     """A give-up after the last attempt and an application error both count as failures."""
     write = txpolicy.transactional(pg_target.retry_factory, policy=RetryPolicy(attempts=2))(
@@ -168,7 +149,6 @@ def test_failures_are_counted(pg_target, sqlite_factory):
     assert (1, 1, 1) == (failed.calls, failed.failures, failed.attempts)
 
 
-@integrated
 @pytest.mark.anyio
 async def test_async_calls_are_counted(tmp_path):
     """Async decorated functions keep the same statistics, give-ups included."""

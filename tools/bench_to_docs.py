@@ -28,6 +28,7 @@ def trim(results: dict[str, Any]) -> dict[str, Any]:
         "datetime": results.get("datetime"),
         "pytest_benchmark": results.get("version"),
         "commit": (results.get("commit_info") or {}).get("id"),
+        "dirty": bool((results.get("commit_info") or {}).get("dirty")),
         "machine": {
             "python": f"{machine.get('python_implementation', '')} "
             f"{machine.get('python_version', '')}".strip(),

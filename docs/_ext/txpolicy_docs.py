@@ -602,7 +602,8 @@ class BenchmarksDirective(_Directive):
         text = (
             f"Measured on {when} with {machine.get('python')} on {machine.get('system')}, "
             f"{machine.get('cpu')} ({machine.get('cores')} cores), pytest-benchmark "
-            f"{data.get('pytest_benchmark')}, txpolicy commit {str(data.get('commit'))[:10]}."
+            f"{data.get('pytest_benchmark')}, txpolicy commit {str(data.get('commit'))[:10]}"
+            f"{' with uncommitted changes' if data.get('dirty') else ''}."
         )
         result: list[nodes.Node] = [nodes.paragraph(text, text)]
         groups = bench_groups(data)
@@ -665,7 +666,7 @@ def drop_inherited_exception_signature(
     return signature, return_annotation
 
 
-PUBLIC_MODULES = ("txpolicy", "txpolicy.testing")
+PUBLIC_MODULES = ("txpolicy", "txpolicy.instrumentation", "txpolicy.testing")
 
 
 def _exported() -> set[int]:

@@ -207,20 +207,23 @@ class _EngineAdapter:
         """The scope's own context, else the one bound to the thread or task."""
         return explicit if explicit is not None else _context._CURRENT.get()
 
-    def _require(self, context: UserContext | None) -> None:
-        if context is None and self._database._require_user_context:
+    def _refuse(self, context: UserContext | None) -> None:
+        """Why :meth:`open` cannot go on (the checks are inlined there: the happy path)."""
+        database = self._database
+        if database._closed:
+            msg = f"{database!r} is closed"
+            raise RuntimeError(msg)
+        if context is None and database._require_user_context:
             msg = (
-                f"{self._database!r} requires a user context and none is bound: "
+                f"{database!r} requires a user context and none is bound: "
                 "use txpolicy.user_context(...) or the scope's user_context= argument"
             )
             raise ContextIsolationError(msg)
 
     def open(self, spec: ScopeSpec, context: UserContext | None) -> Any:
         database = self._database
-        if database._closed:
-            msg = f"{database!r} is closed"
-            raise RuntimeError(msg)
-        self._require(context)
+        if database._closed or (context is None and database._require_user_context):
+            self._refuse(context)
         session = self._factory()
         database._tracker.register(
             session,
@@ -237,7 +240,8 @@ class _EngineAdapter:
         spec: ScopeSpec,  # noqa: ARG002 - the protocol's signature
         context: UserContext | None,
     ) -> Sequence[Statement]:
-        self._require(context)
+        if context is None and self._database._require_user_context:
+            self._refuse(context)
         return self._database._statements.setup(dialect_name, context)
 
     def teardown_statements(

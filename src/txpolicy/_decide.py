@@ -51,11 +51,15 @@ class GiveUp:
 
 
 def effective_category(error: TransactionError) -> ErrorCategory:
-    """A connection failure raised by COMMIT is a commit of unknown outcome, whatever it says."""
-    category = error.category
-    if category is ErrorCategory.CONNECTION and error.during_commit:
-        return ErrorCategory.COMMIT_UNKNOWN
-    return category
+    """
+    The category that decides: the classifier's.
+
+    Which connection failures raised by COMMIT leave its outcome unknown is the classifier's
+    call (``_errors.mark_during_commit``): most become ``COMMIT_UNKNOWN``, but a session the
+    server ended while it sat idle (PostgreSQL 25P03, MySQL 4031, …) stays ``CONNECTION``
+    with ``during_commit=True``: COMMIT never ran, the rollback is definite.
+    """
+    return error.category
 
 
 def is_retryable_in_scope(

@@ -34,10 +34,12 @@ from ._binds import (
     end_statements,
     is_plain,
 )
+from ._config import CONFIG
 from ._decide import Retry, decide, is_retryable_in_scope, must_invalidate
 from ._exceptions import ConfigurationError, ContextIsolationError, TransactionError
 from ._hooks import HOOKS, AttemptRecord, dispatch
 from ._policy import Backoff, RetryPolicy
+from ._stats import StatisticsRecorder
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable
@@ -80,6 +82,7 @@ class Binding:
         "read_only",
         "resolve_context",
         "spec",
+        "stats",
         "yields",
     )
 
@@ -101,6 +104,7 @@ class Binding:
         self.resolve_context: Callable[[Any], Any] | None = getattr(
             adapter, "resolve_context", None
         )
+        self.stats: StatisticsRecorder | None = None  # decorated functions only
         # Plain SQLAlchemy binds with no options need no statement and no dialect lookup.
         self.plain_adapter = is_plain(adapter)
         self.plain = (
@@ -125,7 +129,9 @@ class Binding:
         spec = self.spec
         if spec.operation_type is None:
             spec = attrs.evolve(spec, operation_type=operation)
-        return Binding(self.adapter, spec, self.policy, spec.operation_type or operation)
+        binding = Binding(self.adapter, spec, self.policy, spec.operation_type or operation)
+        binding.stats = StatisticsRecorder()
+        return binding
 
 
 class Run:
@@ -417,9 +423,11 @@ def after_failure(
         to raise: *error* itself for a non-database error, else the classified error with
         ``attempts`` set, chained to *error* (``raise ... from error`` made in advance).
     """
-    if classified is None:
-        return error
     binding = scope.binding
+    if classified is None:
+        if binding.stats is not None:
+            binding.stats.record_call(scope.attempt, failed=True)
+        return error
     policy = binding.policy
     now = monotonic()
     elapsed = now - scope.start
@@ -445,6 +453,9 @@ def after_failure(
     if isinstance(decision, Retry):
         run.attempt = scope.attempt + 1
         run.delay = decision.delay
+        if binding.stats is not None:
+            waits = 0.0 if CONFIG.testing else decision.delay
+            binding.stats.record_retry(classified.category, waits)
         _emit(scope, "retry", error=classified, wait=decision.delay, elapsed=elapsed, reason=None)
         return run
     return chain(_give_up(scope, classified, decision.reason, elapsed), error)
@@ -463,6 +474,9 @@ def _give_up(
 ) -> TransactionError:
     """Stamp *classified* with the attempts made (and the reason), and report the give-up."""
     classified.attempts = scope.attempt
+    stats = scope.binding.stats
+    if stats is not None:
+        stats.record_call(scope.attempt, failed=True)
     if reason == "budget":
         setattr(classified, "retry_refused_by_budget", True)  # noqa: B010 - not a declared field
     add_note = getattr(classified, "add_note", None)
@@ -499,7 +513,10 @@ def _emit(
 
 def succeeded(scope: Scope) -> None:
     """Bookkeeping after the final commit: budget tokens and, when wanted, the success record."""
-    budget = scope.binding.policy.budget
+    binding = scope.binding
+    if binding.stats is not None:
+        binding.stats.record_call(scope.attempt, failed=False)
+    budget = binding.policy.budget
     if budget is not None:
         budget._deposit()
     if scope.run is not None or HOOKS.success:

@@ -186,6 +186,7 @@ def _decorate(binding: Binding, fn: Callable[..., Any]) -> Callable[..., Any]:
     functools.update_wrapper(wrapper, fn)
     if signature is not None:
         cast("Any", wrapper).__signature__ = signature
+    cast("Any", wrapper).statistics = bound.stats  # see txpolicy.instrumentation.get_statistics
     return wrapper
 
 
