@@ -129,6 +129,7 @@ def test_bench_rejects_an_async_driver(postgres_url, capsys):
     [
         pytest.param("postgresql+psycopg://postgres@127.0.0.1:1/test", id="postgresql"),
         pytest.param("sqlite:////nonexistent-directory/bench.db", id="sqlite"),
+        pytest.param("sqlite://", id="sqlite-in-memory"),
     ],
 )
 def test_bench_reports_an_unusable_database(url, capsys):

@@ -788,3 +788,60 @@ def test_engine_options_choosing_another_pool(postgres_url):
 
     assert 1 == value
     assert (None, 0) == (engine_stats.capacity, engine_stats.checked_out)
+
+
+# -- the context statements, as data ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("dialect", "context", "expected_params"),
+    [
+        pytest.param(
+            "postgresql",
+            UserContext(7, "t"),
+            {
+                "txpolicy_user_name": "app.user_id",
+                "txpolicy_user_id": "7",
+                "txpolicy_tenant_name": "app.tenant_id",
+                "txpolicy_tenant_id": "t",
+            },
+            id="pg",
+        ),
+        pytest.param(
+            "postgresql",
+            None,
+            {
+                "txpolicy_user_name": "app.user_id",
+                "txpolicy_user_id": "",
+                "txpolicy_tenant_name": "app.tenant_id",
+                "txpolicy_tenant_id": "",
+            },
+            id="pg-no-context",
+        ),
+        pytest.param(
+            "mariadb", UserContext("u"), {"txpolicy_user_id": "u", "txpolicy_tenant_id": None}, id="mariadb"
+        ),
+        pytest.param(
+            "mysql", None, {"txpolicy_user_id": None, "txpolicy_tenant_id": None}, id="mysql-no-context"
+        ),
+    ],
+)
+def test_setup_statements_bind_every_value(dialect, context, expected_params):
+    """Values (and PostgreSQL setting names) are bind parameters; the SQL text never holds them."""
+    statements = txpolicy._context._ContextStatements("app")
+    (statement,) = statements.setup(dialect, context)
+
+    assert expected_params == dict(statement.params)
+    assert statements.setup(dialect, UserContext("other", "x"))[0].sql == statement.sql
+
+
+def test_statements_per_dialect():
+    """SQLite gets nothing; only MySQL / MariaDB need a teardown, which sets NULL."""
+    statements = txpolicy._context._ContextStatements("app")
+
+    assert () == tuple(statements.setup("sqlite", UserContext("u")))
+    assert () == tuple(statements.teardown("postgresql"))
+    assert ["SET @app_user_id = NULL, @app_tenant_id = NULL"] == [
+        s.sql for s in statements.teardown("mysql")
+    ]
+    assert statements.setup("mysql", None)[0].sql.startswith("SET @app_user_id = :")

@@ -583,6 +583,69 @@ def test_deferred_constraint_violated_at_commit_keeps_its_category(pg_engine, ta
     assert ([1], True, "23505") == (calls, info.value.during_commit, info.value.sqlstate)
 
 
+@pytest.mark.postgres
+def test_savepoint_scope_timeouts_apply_inside_and_the_enclosing_ones_return(pg):
+    """A nested scope's lock_timeout holds in its savepoint; released or rolled back, the
+    enclosing scope's value is in force again."""
+    _, factory, _ = pg
+    show = sa.text("SELECT current_setting('lock_timeout')")
+    seen = []
+
+    @transactional(factory, propagation="nested", lock_timeout=0.05)
+    def inner(session, fail):
+        seen.append(session.execute(show).scalar_one())
+        if fail:
+            raise Boom
+
+    @transactional(factory, lock_timeout=2)
+    def outer(session):
+        seen.append(session.execute(show).scalar_one())
+        inner(False)
+        seen.append(session.execute(show).scalar_one())
+        with pytest.raises(Boom):
+            inner(True)
+        seen.append(session.execute(show).scalar_one())
+
+    outer()
+
+    assert ["2s", "50ms", "2s", "50ms", "2s"] == seen
+
+
+@pytest.mark.mysql
+def test_savepoint_scope_timeouts_on_mariadb_are_restored(mysql_url):
+    """The same on MariaDB, where the timeout is a session variable restored by statements."""
+    engine = sa.create_engine(mysql_url, pool_size=1, max_overflow=0)
+    show = sa.text("SELECT @@session.innodb_lock_wait_timeout")
+    seen = []
+
+    @transactional(engine, propagation="nested", lock_timeout=3)
+    def inner(conn, fail):
+        seen.append(conn.execute(show).scalar_one())
+        if fail:
+            raise Boom
+
+    @transactional(engine, lock_timeout=7)
+    def outer(conn):
+        seen.append(conn.execute(show).scalar_one())
+        inner(False)
+        seen.append(conn.execute(show).scalar_one())
+        with pytest.raises(Boom):
+            inner(True)
+        seen.append(conn.execute(show).scalar_one())
+
+    try:
+        outer()
+        with engine.connect() as conn:
+            after, default = conn.execute(
+                sa.text("SELECT @@session.innodb_lock_wait_timeout, @@global.innodb_lock_wait_timeout")
+            ).one()
+    finally:
+        engine.dispose()
+
+    assert [7, 3, 7, 3, 7] == seen
+    assert default == after
+
+
 # --- propagation --------------------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ from ._binds import Statement, execution_options
 from ._config import CONFIG
 from ._scopes import (
     JOINED,
+    SCOPES,
     Binding,
     Run,
     Scope,
@@ -137,7 +138,8 @@ async def finish(scope: Scope) -> None:
         await resource.close()
     except Exception:
         log_cleanup_error("close after commit")
-    closed(scope, resource, failed=False)
+    if not scope.binding.plain_adapter:
+        closed(scope, resource, failed=False)
     pop(scope)
     succeeded(scope)
     if scope.callbacks:
@@ -190,21 +192,21 @@ async def call(
     kwargs: dict[str, Any],
 ) -> T:
     """The decorator's shell: run *fn* in a transaction, retrying the whole call."""
-    outer = find_outer(binding)
-    if outer is not None:
-        return await call_inside(binding, outer, fn, args, kwargs)
+    if SCOPES.get():
+        outer = find_outer(binding)
+        if outer is not None:
+            return await call_inside(binding, outer, fn, args, kwargs)
     run = None
-    outcome: Run | BaseException | None
     while True:
         scope = await open_owner(binding, run, retry=True)
         try:
             result = await fn(scope.resource, *args, **kwargs)
+            await commit(scope)
         except BaseException as exc:
             outcome = await failed(scope, exc, retry=True)
         else:
-            outcome = await complete(scope, retry=True)
-            if outcome is None:
-                return result
+            await finish(scope)
+            return result
         if not isinstance(outcome, Run):
             raise outcome
         run = outcome

@@ -52,9 +52,6 @@ RETRY_ITERATIONS = 200
 ROUNDS = 10
 NO_WAIT = RetryPolicy(attempts=2, wait_initial=0.0, wait_max=0.0, deadline=None)
 
-_ASYNC_DRIVERS = frozenset({"asyncpg", "aiosqlite", "psycopg_async", "aiomysql", "asyncmy"})
-
-
 @attrs.frozen
 class _Conflict:
     """How one database is made to fail, for real, between the body's read and its write."""
@@ -130,12 +127,17 @@ class BenchTarget:
         connect_args: dict[str, Any] | None = None,
     ) -> None:
         parsed = _sa.make_url(url)
-        if parsed.get_dialect().is_async or parsed.get_driver_name() in _ASYNC_DRIVERS:
+        if parsed.get_dialect().is_async:
             raise ValueError(
                 f"txpolicy bench measures sync drivers; {parsed.drivername!r} is async "
                 "(try postgresql+psycopg://, mysql+pymysql:// or sqlite:///)"
             )
         sqlite = parsed.get_backend_name() == "sqlite"
+        if sqlite and parsed.database in (None, "", ":memory:"):
+            raise ValueError(
+                "an in-memory SQLite database cannot be shared with the side connection that "
+                "provokes the failure; give a file (sqlite:///path/to/file.db)"
+            )
         # SQLite: fail at once on a held lock; the provoked failure must not wait 5 s.
         args = {"timeout": 0} if sqlite else {}
         self.engine = _sa.create_engine(parsed, connect_args={**args, **(connect_args or {})})

@@ -63,6 +63,7 @@ __all__ = [
 ]
 
 _log: Final = logging.getLogger("txpolicy.database")
+_current_context: Final = _context._CURRENT.get
 
 _EngineT = TypeVar("_EngineT", _sa.Engine, _sa_async.AsyncEngine)
 _PRIMARY: Final = "primary"
@@ -166,7 +167,16 @@ def _url(spec: str | _sa.URL, *, is_async: bool) -> _sa.URL:
 class _EngineAdapter:
     """What a transactional scope bound to one engine of a database talks to."""
 
-    __slots__ = ("_database", "_factory", "engine", "is_async", "name")
+    __slots__ = (
+        "_database",
+        "_factory",
+        "_register",
+        "_release",
+        "_statements",
+        "engine",
+        "is_async",
+        "name",
+    )
 
     def __init__(
         self,
@@ -182,6 +192,10 @@ class _EngineAdapter:
         self.engine = engine
         self._factory = factory
         self.is_async = is_async
+        # Bound once: these run on every transaction attempt.
+        self._register = database._tracker.register
+        self._release = database._tracker.release
+        self._statements = database._statements
 
     def __repr__(self) -> str:
         return f"<txpolicy adapter for engine {self.name!r} of {self._database!r}>"
@@ -205,7 +219,7 @@ class _EngineAdapter:
 
     def resolve_context(self, explicit: UserContext | None) -> UserContext | None:
         """The scope's own context, else the one bound to the thread or task."""
-        return explicit if explicit is not None else _context._CURRENT.get()
+        return explicit if explicit is not None else _current_context()
 
     def _refuse(self, context: UserContext | None) -> None:
         """Why :meth:`open` cannot go on (the checks are inlined there: the happy path)."""
@@ -225,12 +239,8 @@ class _EngineAdapter:
         if database._closed or (context is None and database._require_user_context):
             self._refuse(context)
         session = self._factory()
-        database._tracker.register(
-            session,
-            self.name,
-            context,
-            spec.operation_type or "unknown",
-            is_async=self.is_async,
+        self._register(
+            session, self.name, context, spec.operation_type or "unknown", is_async=self.is_async
         )
         return session
 
@@ -242,7 +252,7 @@ class _EngineAdapter:
     ) -> Sequence[Statement]:
         if context is None and self._database._require_user_context:
             self._refuse(context)
-        return self._database._statements.setup(dialect_name, context)
+        return self._statements.setup(dialect_name, context)
 
     def teardown_statements(
         self,
@@ -250,10 +260,10 @@ class _EngineAdapter:
         spec: ScopeSpec,  # noqa: ARG002 - the protocol's signature
         context: UserContext | None,  # noqa: ARG002 - idem
     ) -> Sequence[Statement]:
-        return self._database._statements.teardown(dialect_name)
+        return self._statements.teardown(dialect_name)
 
     def closed(self, resource: Any, *, failed: bool) -> None:
-        self._database._tracker.release(resource, failed=failed)
+        self._release(resource, failed=failed)
 
     def emit(self, event: str, record: Any) -> None:
         tracker = self._database._tracker

@@ -44,13 +44,14 @@ from ._stats import StatisticsRecorder
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable
 
-__all__ = ["OWNER", "Binding", "Run", "Scope"]
+__all__ = ["OWNER", "SCOPES", "Binding", "Run", "Scope"]
 
 logger = logging.getLogger("txpolicy.transaction")
 
 OWNER, JOINED, NESTED = 0, 1, 2
 
 _SCOPES: ContextVar[tuple[Scope, ...]] = ContextVar("txpolicy_scopes", default=())
+SCOPES = _SCOPES  # the shells test it before calling find_outer()
 _get_running_loop = asyncio.events._get_running_loop
 _current_task = asyncio.current_task
 _get_ident = threading.get_ident
@@ -71,6 +72,7 @@ class Binding:
 
     __slots__ = (
         "adapter",
+        "explicit_context",
         "idempotent",
         "is_async",
         "key",
@@ -105,6 +107,7 @@ class Binding:
             adapter, "resolve_context", None
         )
         self.stats: StatisticsRecorder | None = None  # decorated functions only
+        self.explicit_context = spec.user_context
         # Plain SQLAlchemy binds with no options need no statement and no dialect lookup.
         self.plain_adapter = is_plain(adapter)
         self.plain = (
@@ -222,7 +225,7 @@ def push(scope: Scope) -> None:
     body, so that what the body opens runs for the same user.
     """
     scope.token = _SCOPES.set((*_SCOPES.get(), scope))
-    explicit = scope.binding.spec.user_context
+    explicit = scope.binding.explicit_context
     if explicit is not None:
         scope.context_token = _context._CURRENT.set(explicit)
 
@@ -252,7 +255,18 @@ def top_of_stack(binding: Binding) -> Scope:
 
 def new_owner(binding: Binding, run: Run | None) -> Scope:
     """The record of the next attempt of an owner scope, pushed; no I/O yet."""
-    scope = Scope(binding, OWNER, current_owner())
+    # current_owner() and push(), inlined: this runs once per call on the path where
+    # nothing fails.
+    loop = _get_running_loop()
+    if loop is None:
+        owner: object = _get_ident()
+    else:
+        task = _current_task(loop)
+        owner = _get_ident() if task is None else task
+    scope = Scope(binding, OWNER, owner)
+    scope.token = _SCOPES.set((*_SCOPES.get(), scope))
+    if binding.explicit_context is not None:
+        scope.context_token = _context._CURRENT.set(binding.explicit_context)
     if run is None:
         scope.start = monotonic()
     else:
@@ -265,7 +279,6 @@ def new_owner(binding: Binding, run: Run | None) -> Scope:
         scope.iso = spec.isolation_level
         scope.read_only = spec.read_only
         scope.timeouts = spec
-    push(scope)
     return scope
 
 

@@ -14,6 +14,7 @@ from ._binds import Statement, execution_options
 from ._config import CONFIG
 from ._scopes import (
     JOINED,
+    SCOPES,
     Binding,
     Run,
     Scope,
@@ -130,7 +131,8 @@ def finish(scope: Scope) -> None:
         resource.close()
     except Exception:
         log_cleanup_error("close after commit")
-    closed(scope, resource, failed=False)
+    if not scope.binding.plain_adapter:
+        closed(scope, resource, failed=False)
     pop(scope)
     succeeded(scope)
     if scope.callbacks:
@@ -178,21 +180,21 @@ def call(
     binding: Binding, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> T:
     """The decorator's shell: run *fn* in a transaction, retrying the whole call."""
-    outer = find_outer(binding)
-    if outer is not None:
-        return call_inside(binding, outer, fn, args, kwargs)
+    if SCOPES.get():
+        outer = find_outer(binding)
+        if outer is not None:
+            return call_inside(binding, outer, fn, args, kwargs)
     run = None
-    outcome: Run | BaseException | None
     while True:
         scope = open_owner(binding, run, retry=True)
         try:
             result = fn(scope.resource, *args, **kwargs)
+            commit(scope)
         except BaseException as exc:
             outcome = failed(scope, exc, retry=True)
         else:
-            outcome = complete(scope, retry=True)
-            if outcome is None:
-                return result
+            finish(scope)
+            return result
         if not isinstance(outcome, Run):
             raise outcome
         run = outcome

@@ -66,14 +66,12 @@ def classify_error(error: BaseException) -> BaseException:  # noqa: PLR0915 - in
         plan = _PLANS.get(type(error)) or _plan_for(type(error))
         kind = plan[0]
         original: Any = error
-        invalidated = False
         if kind is _WRAPPER:  # SQLAlchemy's DBAPIError: classify the driver's error
             original = getattr(error, "orig", None)
             plan = _PLANS.get(type(original)) or _plan_for(type(original))
             kind = plan[0]
             if original is error or (kind is not _FAST and kind is not _DRIVER):
                 return _from_dbapi_error(error)
-            invalidated = getattr(error, "connection_invalidated", False) is True
         if plan[1] is _EMULATED_CODES:  # SQLAlchemy's emulated DB-API error (asyncpg adapter)
             inner = getattr(original, "orig", None)  # SQLAlchemy 2.1; 2.0 chains it instead
             if not isinstance(inner, BaseException):
@@ -117,6 +115,7 @@ def classify_error(error: BaseException) -> BaseException:  # noqa: PLR0915 - in
             return plan[1](error)  # type: ignore[no-any-return]
         category = verdict[0]
         if category is None:
+            invalidated = getattr(error, "connection_invalidated", False) is True
             return _finish(verdict, plan[2], invalidated=invalidated)
         cls, os_like, template = _BUILD[category]
         message = verdict[5]

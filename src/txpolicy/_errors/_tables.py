@@ -184,7 +184,7 @@ def describe_code(code: str, dialect: str | None = None) -> CodeInfo:
 def _by_condition_name(dialect: str, text: str) -> CodeInfo | None:
     """Look a condition name (``deadlock_detected``, ``ER_LOCK_DEADLOCK``) up."""
     wanted = text.lower()
-    if not wanted or wanted[0].isdigit() or wanted.startswith(("ora-", "dpy-", "dpi-", "-")):
+    if "_" not in wanted:  # condition names are identifiers: deadlock_detected, ER_..., SQLITE_...
         return None
     for row in table_rows():
         if row.dialect == dialect and row.condition_name.split(" ")[0].lower() == wanted:
