@@ -22,6 +22,7 @@ import tenacity
 from sqlalchemy.engine import make_url
 
 import txpolicy
+from txpolicy._bench import _timed as bench_timed
 
 POSTGRES_URL = os.environ.get(
     "TXPOLICY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -75,6 +76,7 @@ class RatioTable:
         self.title = title
         self.rows: list[tuple[str, str, float, float, str]] = []
         self.baselines: dict[tuple[str, str], tuple[float, float]] = {}
+        self.interleaved: list[str] = []
 
     def add(self, benchmark: Any, baseline: str) -> None:
         """Record *benchmark*'s figures; *baseline* is the name of its group's reference side."""
@@ -112,9 +114,43 @@ class RatioTable:
             )
         return out
 
+    def add_interleaved(
+        self, benchmark: Any, sides: dict[str, Callable[[], object]], baseline: str, calls: int
+    ) -> dict[str, float]:
+        """
+        Time *sides* taking turns, as ``txpolicy bench`` does, in one pytest-benchmark round.
+
+        The sides of a group run one after the other in pytest-benchmark, so load that comes
+        and goes (other test suites on a shared machine) can favour one side. Here each side
+        runs ``calls // 10`` calls in each of 10 rounds, in turn, so drift hits them alike.
+        The per-call medians (µs) and their ratios go into ``extra_info`` and the table.
+        """
+        medians: dict[str, float] = {}
+
+        def measure() -> None:
+            timed = bench_timed(list(sides.values()), calls, max(10, calls // 10))
+            medians.update(zip(sides, timed, strict=True))
+
+        benchmark.pedantic(measure, rounds=1, iterations=1)
+        base = medians[baseline]
+        benchmark.extra_info["baseline"] = baseline
+        benchmark.extra_info["interleaved_median_us"] = {k: round(v, 2) for k, v in medians.items()}
+        benchmark.extra_info["interleaved_ratio"] = {
+            k: round(v / base, 4) for k, v in medians.items()
+        }
+        self.interleaved.append(
+            f"  [{benchmark.name}] the same sides taking turns, {calls} calls each; "
+            f"baseline {baseline}"
+        )
+        self.interleaved.extend(
+            f"    {name:<44} {median:8.1f} µs {median / base:6.3f}"
+            for name, median in medians.items()
+        )
+        return medians
+
     def emit(self, config: pytest.Config) -> None:
         """Print the table past pytest's capture."""
-        emit_lines(config, self.lines() if self.rows else [])
+        emit_lines(config, (self.lines() if self.rows else []) + self.interleaved)
 
 
 def emit_lines(config: pytest.Config, lines: list[str]) -> None:

@@ -96,3 +96,24 @@ def test_postgres_async(benchmark, async_calls, ratios, side):
 
     assert 0 == result
     ratios.add(benchmark, "bare_postgres_async")
+
+
+@pytest.mark.benchmark(group="happy-postgres-interleaved")
+def test_postgres_interleaved(benchmark, sync_calls, ratios):
+    """Every side again, taking turns in rounds so that drift in the load hits them alike:
+    the ratios to trust when the medians above disagree with their minimums."""
+    sides = {f"{side}_postgres_sync": sync_calls[side] for side in SIDES}
+    benchmark.name = "interleaved_postgres_sync"
+    ratios.add_interleaved(benchmark, sides, "bare_postgres_sync", calls=1000)
+
+
+@pytest.mark.benchmark(group="happy-postgres-interleaved")
+def test_postgres_async_interleaved(benchmark, async_calls, ratios):
+    """The async sides taking turns in rounds."""
+    loop, sides = async_calls
+    calls = {
+        f"{side}_postgres_async": (lambda call=sides[side]: loop.run_until_complete(call()))
+        for side in SIDES
+    }
+    benchmark.name = "interleaved_postgres_async"
+    ratios.add_interleaved(benchmark, calls, "bare_postgres_async", calls=1000)

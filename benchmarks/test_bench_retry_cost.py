@@ -126,3 +126,21 @@ def test_one_retry(benchmark, target, ratios, side):
 
     assert attempts_per_call * calls == target.attempts - before
     ratios.add(benchmark, BASELINE)
+
+
+@pytest.mark.benchmark(group=GROUP + "-interleaved")
+def test_one_retry_interleaved(benchmark, target, ratios):
+    """The same sides taking turns in rounds, so that drift in the load hits them alike."""
+    sides = {}
+    for side, (build, attempts_per_call) in SIDES.items():
+        call = build(target)
+
+        def armed(call=call, retried=attempts_per_call == 2):
+            if retried:
+                target.arm()
+            call()
+
+        sides[f"{side}_postgres"] = armed
+    benchmark.name = "interleaved_one_retry_postgres"
+    with set_testing():
+        ratios.add_interleaved(benchmark, sides, BASELINE, calls=300)
