@@ -248,20 +248,7 @@ def _idle_out(session, engine: sa.Engine) -> None:
     "where",
     [
         pytest.param("before_body", id="before_body"),
-        pytest.param(
-            "before_commit",
-            id="before_commit",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=txpolicy.ConnectionError,
-                reason=(
-                    "25P03 answering COMMIT is classified as a definite rollback "
-                    "(is_retryable_error(e, during_commit=True) is True) but _decide."
-                    "effective_category turns every CONNECTION at commit into COMMIT_UNKNOWN, "
-                    "so the scope raises instead of retrying"
-                ),
-            ),
-        ),
+        pytest.param("before_commit", id="before_commit"),
     ],
 )
 def test_idle_in_transaction_timeout_is_retried_on_a_fresh_connection(pg_db, pg_engine, pg_bank, where, record_property):

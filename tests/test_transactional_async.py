@@ -299,6 +299,30 @@ async def test_cancelled_task_returns_its_connection(pg):
     assert (0, 0) == scenarios.rows(side, table)
 
 
+@pytest.mark.postgres
+async def test_isolation_read_only_and_timeouts_apply_through_async_drivers(pg):
+    """SERIALIZABLE, READ ONLY and SET LOCAL timeouts hold inside; the pooled connection is clean."""
+    engine, factory, _, table = pg
+    show = sa.text(
+        "SELECT current_setting('transaction_isolation'), current_setting('transaction_read_only'), "
+        "current_setting('lock_timeout'), current_setting('statement_timeout')"
+    )
+    scope = transactional(
+        factory, isolation_level="Serializable", read_only=True, lock_timeout=0.3, statement_timeout=4
+    )
+
+    async with scope as session:
+        inside = tuple((await session.execute(show)).one())
+    with pytest.raises(txpolicy.ReadOnlyError):
+        async with scope as session:
+            await session.execute(scenarios.sql(table)["bump1"])
+    async with factory() as session:
+        after = tuple((await session.execute(show)).one())
+
+    assert ("serializable", "on", "300ms", "4s") == inside
+    assert ("read committed", "off", "0", "0") == after
+
+
 # --- propagation and callbacks ----------------------------------------------------------------
 
 

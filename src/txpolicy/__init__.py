@@ -6,8 +6,8 @@ Everything public is importable from here; the modules behind it are private.
 
 from __future__ import annotations
 
-from ._context import UserContext, user_context
-from ._database import AsyncDatabase, Database, PoolStats, SessionInfo
+from ._context import UserContext, current_user_context, user_context
+from ._database import AsyncDatabase, Database
 from ._errors import classify_error, is_retryable_error
 from ._exceptions import (
     CommitUnknownError,
@@ -30,11 +30,30 @@ from ._exceptions import (
     TransientError,
     UnknownDatabaseError,
 )
+from ._hooks import AttemptRecord, add_hook
 from ._policy import RetryBudget, RetryPolicy
-from ._transactional import attempts, current_session, on_commit, transactional
+from ._tracking import EngineStats, PoolExhaustedEvent, PoolStats, SessionEvent, SessionInfo
+from ._transactional import (
+    AsyncAttempt,
+    AsyncAttempts,
+    AsyncTransactional,
+    Attempt,
+    Attempts,
+    Transactional,
+    attempts,
+    current_session,
+    on_commit,
+    transactional,
+)
 
 __all__ = [
+    "AsyncAttempt",
+    "AsyncAttempts",
     "AsyncDatabase",
+    "AsyncTransactional",
+    "Attempt",
+    "AttemptRecord",
+    "Attempts",
     "CommitUnknownError",
     "ConfigurationError",
     "ConnectionError",
@@ -42,11 +61,13 @@ __all__ = [
     "DataError",
     "Database",
     "DeadlockError",
+    "EngineStats",
     "ErrorCategory",
     "IntegrityError",
     "LockTimeoutError",
     "NoActiveTransaction",
     "PermissionError",
+    "PoolExhaustedEvent",
     "PoolStats",
     "ReadOnlyError",
     "ResourceError",
@@ -54,15 +75,19 @@ __all__ = [
     "RetryPolicy",
     "SchemaError",
     "SerializationError",
+    "SessionEvent",
     "SessionInfo",
     "TimeoutError",
     "TransactionError",
+    "Transactional",
     "TransientError",
     "UnknownDatabaseError",
     "UserContext",
+    "add_hook",
     "attempts",
     "classify_error",
     "current_session",
+    "current_user_context",
     "is_retryable_error",
     "on_commit",
     "transactional",
