@@ -22,6 +22,7 @@ import asyncio
 import re
 import uuid
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -85,12 +86,23 @@ def test_the_pages_exist_and_are_listed() -> None:
         assert _of_kind(page, ""), page
 
 
+PYTHONS = {"py", "python", "python3", "pycon", "ipython", "ipython3"}
+
+
 @pytest.mark.parametrize("page", PAGES)
 def test_every_python_block_runs(page: str) -> None:
-    """Every ``python`` block is of a kind that one of the tests below runs."""
-    kinds = [kind for kind, _ in _blocks(page)]
+    """Every Python block is a ``python`` fence of a kind that one of the tests below runs
+    (no ``py``, ``pycon`` or ``{code-block} python`` block escapes them)."""
+    text = (HOWTO / f"{page}.md").read_text()
+    infos = re.findall(r"^```(.*)$", text, flags=re.MULTILINE)
+    python_blocks = [
+        info for info in infos if set(re.sub(r"\{[\w-]+\}", " ", info).split()[:1]) & PYTHONS
+    ]
 
-    assert [] == [kind for kind in kinds if kind not in KINDS]
+    assert [f"python {kind}".strip() for kind, _ in _blocks(page)] == [
+        " ".join(info.split()) for info in python_blocks
+    ]
+    assert [] == [kind for kind, _ in _blocks(page) if kind not in KINDS]
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -102,7 +114,7 @@ def test_sqlite_examples_run(page: str, tmp_path: Path, monkeypatch: pytest.Monk
 
 
 @pytest.fixture
-def pg_schema_url(postgres_url: str, pg_engine: sa.Engine) -> object:
+def pg_schema_url(postgres_url: str, pg_engine: sa.Engine) -> Iterator[str]:
     """A URL whose connections use a schema of their own; the schema is dropped afterwards."""
     schema = f"howto_{uuid.uuid4().hex[:12]}"
     with pg_engine.begin() as conn:
@@ -126,7 +138,7 @@ def test_postgresql_examples_run(
 @pytest.mark.parametrize("page", _pages_with("fastapi"))
 def test_fastapi_examples_run(page: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The page's FastAPI examples run: the app is driven through FastAPI's test client."""
-    pytest.importorskip("fastapi")
+    pytest.importorskip("fastapi", minversion="0.121")  # Depends(..., scope="function")
     try:
         with warnings.catch_warnings():
             # Starlette's test client warns when it runs on httpx rather than httpx2.

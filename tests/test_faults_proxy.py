@@ -221,3 +221,97 @@ def _async_body(bank: Bank):
         await session.run_sync(lambda s: bank.transfer(s, transfer_id, src, dst, amount))
 
     return transfer
+
+
+@pytest.mark.parametrize("check", ["verify", "commit_marker"])
+def test_verify_and_commit_marker_resolve_every_cut_at_commit(db, proxy, bank, pg_engine, check, record_property):
+    """With verify= or the commit marker, no cut reaches the caller: every transfer applied exactly once."""
+    from txpolicy._markers import CommitMarker  # noqa: PLC0415 - to become txpolicy.CommitMarker
+
+    arms = {
+        "before_commit": proxy.arm(CutRule.before_commit(only_if=bank.ledger_table), times=CUTS_PER_MOMENT),
+        "after_commit": proxy.arm(CutRule.after_commit(only_if=bank.ledger_table), times=CUTS_PER_MOMENT),
+        "mid_transaction": proxy.arm(
+            CutRule.mid_transaction(2, only_if=bank.ledger_table), times=CUTS_PER_MOMENT
+        ),
+    }
+    markers = f"t_mrk_{bank.ledger_table[6:]}"
+    if check == "verify":
+        options = {"verify": lambda session, transfer_id, *_: bank.is_applied(session, transfer_id)}
+    else:
+        options = {"commit_marker": CommitMarker(table=markers)}
+    transfer = db.transactional(**options)(bank.transfer)
+    outcomes = Outcomes()
+
+    def worker(index: int) -> None:
+        rng = random.Random(100 + index)
+        for _ in range(30):
+            transfer_id, src, dst, amount = bank.new_transfer(rng)
+            try:
+                transfer(transfer_id, src, dst, amount)
+            except Exception as exc:
+                outcomes.record(transfer_id, exc)
+            else:
+                outcomes.record(transfer_id, None)
+
+    try:
+        run_threads(worker, threads=4)
+        audit = bank.audit(outcomes)
+        stats = db.stats()
+        with pg_engine.connect() as conn:
+            marker_rows = conn.execute(sa.text(f"SELECT count(*) FROM {markers}")).scalar_one() if check != "verify" else None
+    finally:
+        with pg_engine.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {markers}"))
+    committed_cuts = sum(1 for e in proxy.events if e.rule.moment.value == "after_commit" and e.committed)
+    _report(record_property, f"proxy_cuts_{check}", {name: arm.fired for name, arm in arms.items()})
+    _report(record_property, f"outcomes_{check}", {"ok": len(outcomes.ok), "unknown": len(outcomes.unknown), "failed": len(outcomes.failed)})
+
+    assert audit.holds, audit
+    assert {name: CUTS_PER_MOMENT for name in arms} == {name: arm.fired for name, arm in arms.items()}
+    assert (120, 0, {}) == (len(outcomes.ok), len(outcomes.unknown), outcomes.failed)
+    assert 120 == audit.ledger_rows
+    assert CUTS_PER_MOMENT == committed_cuts
+    assert check == "verify" or 120 == marker_rows
+    # Cuts before COMMIT and mid-transaction are retried as connection failures; cuts after
+    # the server committed are settled by the check, without a retry.
+    assert stats.retries_by_category[ErrorCategory.CONNECTION] >= 2 * CUTS_PER_MOMENT
+    assert (0, 0) == (stats.active_sessions_count, stats.engines["primary"].checked_out)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("driver", ["postgresql+asyncpg", "postgresql+psycopg_async"])
+async def test_async_commit_marker_resolves_cuts_at_commit(proxy, bank, pg_engine, postgres_url, driver):
+    """AsyncDatabase with the commit marker: cuts before and after COMMIT are both resolved, exactly once."""
+    from txpolicy._markers import CommitMarker  # noqa: PLC0415 - to become txpolicy.CommitMarker
+
+    url = proxy.url(url_for_driver(postgres_url, driver))
+    if driver == "postgresql+asyncpg":
+        url = sa.make_url(url).difference_update_query(["sslmode"]).update_query_dict({"ssl": "disable"})
+    markers = f"t_mrk_{bank.ledger_table[6:]}"
+    database = AsyncDatabase(url, pool_size=2, max_overflow=0, policy=POLICY)
+    outcomes = Outcomes()
+    try:
+        transfer = database.transactional(commit_marker=CommitMarker(table=markers))(_async_body(bank))
+        rng = random.Random(13)
+        for index in range(6):
+            rule = CutRule.before_commit if index % 2 else CutRule.after_commit
+            proxy.arm(rule(only_if=bank.ledger_table))
+            transfer_id, src, dst, amount = bank.new_transfer(rng)
+            try:
+                await transfer(transfer_id, src, dst, amount)
+                outcomes.record(transfer_id, None)
+            except Exception as exc:
+                outcomes.record(transfer_id, exc)
+        stats = database.stats()
+    finally:
+        await database.aclose()
+        with pg_engine.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {markers}"))
+    audit = bank.audit(outcomes)
+
+    assert audit.holds, audit
+    assert (6, 6, {}) == (len(outcomes.ok), audit.ledger_rows, outcomes.failed)
+    assert [True, False] * 3 == [e.committed for e in proxy.events]
+    assert 3 == stats.retries_by_category[ErrorCategory.CONNECTION]
+    assert (0, 0) == (stats.active_sessions_count, stats.engines["primary"].checked_out)

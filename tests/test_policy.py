@@ -200,3 +200,29 @@ def test_budget_is_shared_by_identity_in_policies():
 
     assert RetryPolicy(budget=budget) == RetryPolicy(budget=budget)
     assert RetryPolicy(budget=budget) != RetryPolicy(budget=RetryBudget())
+
+
+def test_testing_mode_counts_skipped_waits_towards_the_deadline():
+    """Under set_testing() a call gives up after the attempts it would make with real waits."""
+    import sqlalchemy as sa
+
+    from txpolicy import ErrorCategory, LockTimeoutError, RetryPolicy, transactional
+    from txpolicy.testing import inject_fault, set_testing
+
+    engine = sa.create_engine("sqlite://")
+    policy = RetryPolicy(attempts=10, wait_initial=0.2, wait_max=2.0, jitter="none", deadline=0.5)
+
+    @transactional(engine, policy=policy)
+    def touch(conn):
+        conn.execute(sa.text("SELECT 1"))
+
+    try:
+        with set_testing(), inject_fault(engine, ErrorCategory.LOCK_TIMEOUT, times=10):
+            try:
+                touch()
+            except LockTimeoutError as exc:
+                error = exc
+    finally:
+        engine.dispose()
+
+    assert 2 == error.attempts

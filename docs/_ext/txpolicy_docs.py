@@ -64,7 +64,9 @@ DIALECT_TITLES: dict[str, str] = {
 
 API_SECTIONS: tuple[tuple[str, str], ...] = (
     ("txpolicy._transactional", "Transactions"),
+    ("txpolicy._markers", "Transactions"),
     ("txpolicy._policy", "Retry policy"),
+    ("txpolicy._hooks", "Hooks"),
     ("txpolicy._database", "Databases and sessions"),
     ("txpolicy._stats", "Databases and sessions"),
     ("txpolicy._tracking", "Databases and sessions"),

@@ -31,6 +31,7 @@ from ._exceptions import (
     UnknownDatabaseError,
 )
 from ._hooks import AttemptRecord, add_hook
+from ._markers import CommitMarker, apurge_commit_markers, purge_commit_markers
 from ._policy import RetryBudget, RetryPolicy
 from ._tracking import EngineStats, PoolExhaustedEvent, PoolStats, SessionEvent, SessionInfo
 from ._transactional import (
@@ -54,6 +55,7 @@ __all__ = [
     "Attempt",
     "AttemptRecord",
     "Attempts",
+    "CommitMarker",
     "CommitUnknownError",
     "ConfigurationError",
     "ConnectionError",
@@ -84,12 +86,14 @@ __all__ = [
     "UnknownDatabaseError",
     "UserContext",
     "add_hook",
+    "apurge_commit_markers",
     "attempts",
     "classify_error",
     "current_session",
     "current_user_context",
     "is_retryable_error",
     "on_commit",
+    "purge_commit_markers",
     "transactional",
     "user_context",
 ]

@@ -12,31 +12,39 @@ import asyncio
 import inspect
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from . import _markers
 from ._binds import Statement, execution_options
 from ._config import CONFIG
 from ._scopes import (
     JOINED,
     SCOPES,
     Binding,
+    Check,
     Run,
     Scope,
+    after_check,
     after_failure,
     after_savepoint,
     callback_failed,
     chain,
+    check_binding,
     classify,
     closed,
     contain,
     dialect_of,
+    escalation_statements,
     find_outer,
     has_timeouts,
     invalidates,
     log_cleanup_error,
+    marker_statements,
     merge_callbacks,
+    needs_check,
     new_inside,
     new_owner,
     owner_statements,
     pop,
+    probe_statement,
     push,
     record_failure,
     savepoint_statements,
@@ -57,10 +65,13 @@ async def execute_all(resource: Any, statements: Iterable[Statement]) -> None:
 
 
 async def sleep(run: Run) -> None:
-    """Wait before the next attempt, unless testing mode is on."""
-    if run.delay > 0 and not CONFIG.testing:
-        await asyncio.sleep(run.delay)
-        run.backoff.slept(run.delay)
+    """Wait before the next attempt; in testing mode only count the wait (see ``Run.skip``)."""
+    if run.delay > 0:
+        if CONFIG.testing:
+            run.skip()
+        else:
+            await asyncio.sleep(run.delay)
+            run.backoff.slept(run.delay)
 
 
 # --- owner scopes ---------------------------------------------------------------------------
@@ -72,16 +83,37 @@ async def begin(scope: Scope) -> None:
     resource = scope.resource = binding.adapter.open(binding.spec, scope.context)
     if binding.yields == "connection" and resource.sync_connection is None:
         await resource.start()
-    if binding.plain:
+    if binding.plain and not scope.escalated:
         return
+    dialect = await connect(scope)
+    if scope.escalated:
+        dialect = await escalate(scope, dialect)
+    await execute_all(resource, owner_statements(scope, dialect))
+
+
+async def connect(scope: Scope) -> Any:
+    """Check the connection out with the scope's options (a Session's again after ROLLBACK)."""
+    binding, resource = scope.binding, scope.resource
     options = execution_options(dialect_of(resource, binding.yields).name, binding.spec)
     if binding.yields == "session":
-        connection = await resource.connection(execution_options=options)
-    else:
-        if options:
-            await resource.execution_options(**options)
-        connection = resource
-    await execute_all(resource, owner_statements(scope, connection.dialect))
+        return (await resource.connection(execution_options=options)).dialect
+    if options:
+        await resource.execution_options(**options)
+    return resource.dialect
+
+
+async def escalate(scope: Scope, dialect: Any) -> Any:
+    """Take the escalation lock first thing, waiting for it in a transaction thrown away."""
+    lock = escalation_statements(scope, dialect)
+    if lock is None:
+        return dialect
+    acquire, wait = lock[0].acquire, lock[1]
+    resource = scope.resource
+    while not (await resource.execute(text_for(acquire.sql), dict(acquire.params))).scalar():
+        await execute_all(resource, wait)
+        await resource.rollback()
+        dialect = await connect(scope)
+    return dialect
 
 
 async def commit(scope: Scope) -> None:
@@ -89,6 +121,8 @@ async def commit(scope: Scope) -> None:
     if scope.failure is not None:
         raise scope.failure
     resource = scope.resource
+    if scope.check is not None:
+        await execute_all(resource, marker_statements(scope))
     if scope.teardown:
         await execute_all(resource, scope.teardown)
     scope.during_commit = True
@@ -143,13 +177,18 @@ async def finish(scope: Scope) -> None:
     pop(scope)
     succeeded(scope)
     if scope.callbacks:
-        for callback in scope.callbacks:
-            try:
-                result = callback()
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:  # noqa: PERF203 - each one is isolated from the others
-                callback_failed(callback)
+        await run_callbacks(scope)
+
+
+async def run_callbacks(scope: Scope) -> None:
+    """The on_commit callbacks of a committed transaction, each isolated from the others."""
+    for callback in scope.callbacks or ():
+        try:
+            result = callback()
+            if inspect.isawaitable(result):
+                await result
+        except Exception:  # noqa: PERF203 - each one is isolated from the others
+            callback_failed(callback)
 
 
 async def failed(scope: Scope, error: BaseException, *, retry: bool) -> Run | BaseException:
@@ -164,7 +203,7 @@ async def complete(scope: Scope, *, retry: bool) -> Run | BaseException | None:
     try:
         await commit(scope)
     except BaseException as exc:
-        return await failed(scope, exc, retry=retry)
+        return await settle(scope, exc, retry=retry)
     await finish(scope)
     return None
 
@@ -174,6 +213,8 @@ async def open_owner(binding: Binding, run: Run | None, *, retry: bool) -> Scope
     while True:
         scope = new_owner(binding, run)
         try:
+            if scope.gate is not None:
+                scope.gate_token = await scope.gate.aenter(escalated=scope.escalated)
             await begin(scope)
         except BaseException as exc:
             outcome = await failed(scope, exc, retry=retry)
@@ -196,14 +237,19 @@ async def call(
         outer = find_outer(binding)
         if outer is not None:
             return await call_inside(binding, outer, fn, args, kwargs)
+    check = await start_check(binding, args, kwargs) if binding.checks else None
     run = None
     while True:
         scope = await open_owner(binding, run, retry=True)
+        if check is not None:
+            scope.check = check
         try:
             result = await fn(scope.resource, *args, **kwargs)
             await commit(scope)
         except BaseException as exc:
-            outcome = await failed(scope, exc, retry=True)
+            outcome = await settle(scope, exc, retry=True)
+            if outcome is None:  # the lost COMMIT happened: the body's result stands
+                return result
         else:
             await finish(scope)
             return result
@@ -305,3 +351,57 @@ async def call_inside(
     if raised is not None:
         raise raised
     return result
+
+
+# --- a COMMIT of unknown outcome ------------------------------------------------------------
+
+
+async def start_check(binding: Binding, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Check:
+    """The call's Check (its marker key made); the marker table created if need be."""
+    check = Check(binding, args, kwargs)
+    if check.table is not None:
+        await _markers.aprepare(binding.adapter, check.table)
+    return check
+
+
+async def settle(scope: Scope, error: BaseException, *, retry: bool) -> Run | BaseException | None:
+    """:func:`failed` for an attempt that reached COMMIT: ``None`` if its lost COMMIT happened."""
+    classified = classify(scope, error)
+    await abort(scope, classified)
+    if classified is None or not needs_check(scope, classified):
+        return after_failure(scope, error, classified, retry=retry)
+    outcome = after_check(scope, error, classified, await ask(scope), retry=retry)
+    if outcome is None and scope.callbacks:
+        await run_callbacks(scope)
+    return outcome
+
+
+async def ask(scope: Scope) -> object:
+    """
+    Run the commit check in a fresh transaction, always rolled back.
+
+    Returns:
+        The answer of ``verify`` (or of the marker probe), or the exception the check raised.
+    """
+    check = scope.check
+    assert check is not None
+    probe = new_owner(check_binding(scope.binding), None)
+    try:
+        await begin(probe)
+        resource = probe.resource
+        if check.key is None:
+            assert check.verify is not None
+            answer: object = await check.verify(resource, *check.args, **check.kwargs)
+        else:
+            dialect = dialect_of(resource, probe.binding.yields)
+            statement = probe_statement(check, dialect.name)
+            result = await resource.execute(text_for(statement.sql), dict(statement.params))
+            answer = _markers.probe_found_key(result.rowcount)
+    except Exception as exc:
+        await abort(probe, classify(probe, exc))
+        return exc
+    except BaseException:
+        await abort(probe, None)
+        raise
+    await abort(probe, None)  # rolled back: the check changes nothing
+    return answer

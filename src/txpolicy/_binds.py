@@ -32,8 +32,9 @@ How the shells use an adapter (the order is part of the contract):
 5. ``emit(event, record)`` with ``"retry"`` / ``"give_up"``
    (:class:`~txpolicy._hooks.AttemptRecord`) on failures; ``"success"`` after a call that
    needed more than one attempt, or on every success while a user ``"success"`` hook is
-   registered; and ``"context_isolation_violation"`` (a :class:`JoinConflict`) right before
-   a joining scope raises ``ContextIsolationError``.
+   registered; ``"context_isolation_violation"`` (a :class:`JoinConflict`) right before
+   a joining scope raises ``ContextIsolationError``; and ``"escalate"`` (the number of the
+   attempt, an ``int``) when a retry will run escalated (``RetryPolicy.escalate_after``).
 
 Optional methods (looked up once when the scope is built; the default applies when absent):
 
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Hashable, Mapping, Sequence
 
     from ._context import UserContext
+    from ._markers import CommitMarker
     from ._policy import RetryPolicy
 
 Propagation = Literal["required", "nested", "requires_new"]
@@ -76,6 +78,10 @@ class ScopeSpec:
     lock_timeout: float | None = None
     statement_timeout: float | None = None
     engine_name: str = "primary"
+    # How an owner scope settles a COMMIT of unknown outcome (see ``_markers``); None: it
+    # cannot, and CommitUnknownError is raised (or retried, when idempotent).
+    verify: Callable[..., Any] | None = None
+    commit_marker: CommitMarker | None = None
 
 
 @attrs.frozen
@@ -331,3 +337,41 @@ def end_statements(
         variable = "max_statement_time" if is_mariadb else "max_execution_time"
         out.append(Statement(f"SET SESSION {variable} = DEFAULT"))
     return tuple(out)
+
+
+@attrs.frozen
+class EscalationLock:
+    """
+    The statements of the cross-process escalation lock (see ``_escalation``).
+
+    *acquire* is the first statement of an escalated attempt; its one column says whether it
+    got the lock. When it did not, the shell runs *wait* (which blocks until the holder is
+    done) in that same transaction, rolls it back and starts a fresh one with *acquire* again.
+    """
+
+    acquire: Statement
+    wait: Statement
+
+
+def escalation_lock(dialect_name: str, key: int) -> EscalationLock | None:
+    """
+    The escalation lock of *dialect_name*, or ``None`` where there is none.
+
+    PostgreSQL: a transaction-scoped advisory lock on *key*, taken with
+    ``pg_try_advisory_xact_lock`` (never waiting inside the transaction that will do the
+    work: its snapshot would predate the holder's commit) and waited for with
+    ``pg_advisory_xact_lock_shared`` (several waiters wake together; the shared lock is
+    released when the waiting transaction is rolled back). COMMIT and ROLLBACK release it.
+
+    None elsewhere: MySQL's ``GET_LOCK`` is session-scoped (it outlives ROLLBACK and would
+    need a release on every path, or leak to the next user of the pooled connection);
+    CockroachDB has no blocking advisory locks; SQLite serialises writers itself. The
+    in-process gate still applies to every database.
+    """
+    if dialect_name != "postgresql":
+        return None
+    params = {"key": key}
+    return EscalationLock(
+        acquire=Statement("SELECT pg_try_advisory_xact_lock(:key)", params),
+        wait=Statement("SELECT pg_advisory_xact_lock_shared(:key)", params),
+    )

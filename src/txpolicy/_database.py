@@ -44,12 +44,14 @@ from ._tracking import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
     from types import TracebackType
 
     from typing_extensions import Self
 
     from ._binds import Propagation, ScopeSpec, Statement
     from ._context import UserContext
+    from ._markers import CommitMarker
     from ._transactional import AsyncAttempts, AsyncTransactional, Attempts, Transactional
 
 __all__ = [
@@ -272,6 +274,9 @@ class _EngineAdapter:
                 tracker.count_outcome(event, record)
             elif event == "context_isolation_violation":  # a JoinConflict, before the raise
                 tracker.count_violation()
+                return
+            elif event == "escalate":  # the number of the attempt that will run escalated
+                tracker.count_escalation()
                 return
             tracker.emit(event, record)
         except Exception:  # the protocol: emit never raises
@@ -519,6 +524,8 @@ class Database(_BaseDatabase[_sa.Engine]):
         operation_type: str | None = None,
         lock_timeout: float | None = None,
         statement_timeout: float | None = None,
+        verify: Callable[..., bool] | None = None,
+        commit_marker: bool | CommitMarker | Callable[..., str] = False,
     ) -> Transactional[Session]:
         """
         :func:`txpolicy.transactional` bound to one engine of this database.
@@ -538,6 +545,9 @@ class Database(_BaseDatabase[_sa.Engine]):
             operation_type: A label for logs, statistics and :meth:`active_sessions`.
             lock_timeout: As for :func:`txpolicy.transactional`.
             statement_timeout: As for :func:`txpolicy.transactional`.
+            verify: As for :func:`txpolicy.transactional`.
+            commit_marker: As for :func:`txpolicy.transactional` (the marker table is created
+                on this engine).
 
         Returns:
             A decorator that is also a context manager yielding a ``Session``.
@@ -560,6 +570,8 @@ class Database(_BaseDatabase[_sa.Engine]):
             operation_type=operation_type,
             lock_timeout=lock_timeout,
             statement_timeout=statement_timeout,
+            verify=verify,
+            commit_marker=commit_marker,
         )
         return scope
 
@@ -576,6 +588,8 @@ class Database(_BaseDatabase[_sa.Engine]):
         operation_type: str | None = None,
         lock_timeout: float | None = None,
         statement_timeout: float | None = None,
+        verify: Callable[..., bool] | None = None,
+        commit_marker: bool | CommitMarker | Callable[..., str] = False,
     ) -> Attempts[Session]:
         """
         :func:`txpolicy.attempts` bound to one engine of this database.
@@ -599,6 +613,8 @@ class Database(_BaseDatabase[_sa.Engine]):
             operation_type=operation_type,
             lock_timeout=lock_timeout,
             statement_timeout=statement_timeout,
+            verify=verify,
+            commit_marker=commit_marker,
         )
         return blocks
 
@@ -694,6 +710,8 @@ class AsyncDatabase(_BaseDatabase[_sa_async.AsyncEngine]):
         operation_type: str | None = None,
         lock_timeout: float | None = None,
         statement_timeout: float | None = None,
+        verify: Callable[..., Awaitable[bool]] | None = None,
+        commit_marker: bool | CommitMarker | Callable[..., str] = False,
     ) -> AsyncTransactional[_sa_async.AsyncSession]:
         """
         :func:`txpolicy.transactional` bound to one engine of this database.
@@ -718,6 +736,8 @@ class AsyncDatabase(_BaseDatabase[_sa_async.AsyncEngine]):
             operation_type=operation_type,
             lock_timeout=lock_timeout,
             statement_timeout=statement_timeout,
+            verify=verify,
+            commit_marker=commit_marker,
         )
         return scope
 
@@ -734,6 +754,8 @@ class AsyncDatabase(_BaseDatabase[_sa_async.AsyncEngine]):
         operation_type: str | None = None,
         lock_timeout: float | None = None,
         statement_timeout: float | None = None,
+        verify: Callable[..., Awaitable[bool]] | None = None,
+        commit_marker: bool | CommitMarker | Callable[..., str] = False,
     ) -> AsyncAttempts[_sa_async.AsyncSession]:
         """
         :func:`txpolicy.attempts` bound to one engine of this database (``async for``).
@@ -758,6 +780,8 @@ class AsyncDatabase(_BaseDatabase[_sa_async.AsyncEngine]):
             operation_type=operation_type,
             lock_timeout=lock_timeout,
             statement_timeout=statement_timeout,
+            verify=verify,
+            commit_marker=commit_marker,
         )
         return blocks
 

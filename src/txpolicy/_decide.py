@@ -21,15 +21,21 @@ if TYPE_CHECKING:
     from ._policy import Backoff, RetryPolicy
 
 __all__ = [
+    "CheckVerdict",
     "GiveUp",
     "GiveUpReason",
     "Retry",
+    "check_verdict",
     "decide",
+    "escalates",
+    "is_ambiguous",
     "is_retryable_in_scope",
     "must_invalidate",
+    "not_committed",
 ]
 
 GiveUpReason = Literal["not_retryable", "attempts", "deadline", "stop", "budget"]
+CheckVerdict = Literal["committed", "not_committed", "unknown"]
 
 _INVALIDATING = frozenset(
     {ErrorCategory.CONNECTION, ErrorCategory.READ_ONLY, ErrorCategory.COMMIT_UNKNOWN}
@@ -135,3 +141,65 @@ def decide(
     if budget is not None and not budget._try_spend():
         return GiveUp("budget")
     return Retry(delay)
+
+
+def escalates(policy: RetryPolicy, attempt: int) -> bool:
+    """
+    Whether attempt number *attempt* (1-based) of a call runs escalated (starvation guard).
+
+    With ``escalate_after=k``, attempts ``k + 1`` and later do: they have lost *k* times, and
+    from then on they run alone (see ``_escalation``). Never without ``escalate_after``.
+    """
+    after = policy.escalate_after
+    return after is not None and attempt > after
+
+
+# --- a COMMIT of unknown outcome ----------------------------------------------------------------
+
+
+def is_ambiguous(error: TransactionError) -> bool:
+    """
+    Whether the failed attempt's COMMIT may have happened: what ``verify=`` / a marker settle.
+
+    Only a ``COMMIT_UNKNOWN`` raised by COMMIT itself: the body ran to its end, so its result
+    is known too. (A ``COMMIT_UNKNOWN`` raised by a statement of the body never reached COMMIT.)
+    """
+    return error.during_commit and error.category is ErrorCategory.COMMIT_UNKNOWN
+
+
+def check_verdict(answer: object) -> CheckVerdict:
+    """
+    What the answer of a commit check means.
+
+    ``True`` (the marker was found, or ``verify`` said so): the COMMIT happened. ``False``: it
+    did not, the attempt is a definite failure. Anything else (the exception the check
+    raised, or a ``verify`` that returned a non-bool such as ``None``): the outcome stays
+    unknown. Truthiness is not enough: a forgotten ``return`` must not read as "not committed"
+    and run the body twice.
+    """
+    if answer is True:
+        return "committed"
+    if answer is False:
+        return "not_committed"
+    return "unknown"
+
+
+def not_committed(error: TransactionError) -> TransactionError:
+    """
+    The error of an attempt whose lost COMMIT was checked and did not happen.
+
+    A connection failure (``ConnectionError``, ``during_commit=True``, the same codes and
+    original exception): the rollback is now definite, so the policy retries it as it retries
+    any connection loss — its ``retry_on``, attempts, deadline and budget apply.
+    """
+    from ._exceptions import ConnectionError as _ConnectionError  # noqa: PLC0415 - failure path
+
+    return _ConnectionError(
+        error.message,
+        sqlstate=error.sqlstate,
+        vendor_code=error.vendor_code,
+        dialect=error.dialect,
+        original=error.original,
+        during_commit=True,
+        attempts=error.attempts,
+    )

@@ -18,15 +18,15 @@ if TYPE_CHECKING:
     from ._binds import BindAdapter
     from ._exceptions import ErrorCategory
 
-__all__ = ["AttemptRecord", "HookEvent", "add_hook", "dispatch", "logger"]
+__all__ = ["AttemptRecord", "HookEvent", "add_hook", "dispatch", "log_escalation", "logger"]
 
 HookEvent = Literal["retry", "give_up", "success"]
 _EVENTS: tuple[HookEvent, ...] = ("retry", "give_up", "success")
 
 logger = logging.getLogger("txpolicy.retry")
 """
-One record per retry (INFO) and per give-up (WARNING; DEBUG for errors that are never
-retried); nothing when nothing fails.
+One record per retry (INFO), per escalated attempt (INFO) and per give-up (WARNING; DEBUG for
+errors that are never retried); nothing when nothing fails.
 """
 
 _hook_logger = logging.getLogger("txpolicy.hooks")
@@ -51,6 +51,8 @@ class AttemptRecord:
         error: The classified error (``None`` for a success).
         reason: Why the scope gave up: ``"not_retryable"``, ``"attempts"``, ``"deadline"``,
             ``"stop"`` or ``"budget"`` (``None`` unless *event* is ``"give_up"``).
+        escalated: Whether the attempt ran escalated: it came after ``escalate_after``
+            failed attempts of the call and ran alone (see :class:`~txpolicy.RetryPolicy`).
 
     .. versionadded:: 0.1.0
     """
@@ -65,6 +67,7 @@ class AttemptRecord:
     elapsed: float
     error: BaseException | None
     reason: str | None = None
+    escalated: bool = False
 
 
 Hook = Callable[[AttemptRecord], object]
@@ -161,6 +164,21 @@ def _log(record: AttemptRecord) -> None:
             record.reason,
             extra=extra,
         )
+
+
+def log_escalation(operation: str, attempt: int, escalate_after: int | None) -> None:
+    """One INFO record per escalated attempt, announced before it starts."""
+    logger.info(
+        "escalating %s: attempt %d runs alone after %s failed attempts (escalate_after)",
+        operation,
+        attempt,
+        escalate_after,
+        extra={
+            "txpolicy_event": "escalate",
+            "txpolicy_operation": operation,
+            "txpolicy_attempt": attempt,
+        },
+    )
 
 
 def dispatch(adapter: BindAdapter, record: AttemptRecord) -> None:

@@ -272,3 +272,8 @@ class Backoff:
     def slept(self, seconds: float) -> None:
         """Account for a wait actually taken (tenacity's ``idle_for``)."""
         self._state.idle_for += seconds
+
+    def skipped(self, seconds: float) -> None:
+        """Account for a wait taken in virtual time (testing mode): as if slept, clock included."""
+        self._state.start_time -= seconds
+        self._state.idle_for += seconds

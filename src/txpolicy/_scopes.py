@@ -27,17 +27,29 @@ from typing import TYPE_CHECKING, Any, Literal
 from . import _context, _errors
 from ._binds import (
     BindAdapter,
+    EscalationLock,
     JoinConflict,
     ScopeSpec,
     Statement,
     begin_statements,
     end_statements,
+    escalation_lock,
     is_plain,
 )
 from ._config import CONFIG
-from ._decide import Retry, decide, is_retryable_in_scope, must_invalidate
+from ._decide import (
+    Retry,
+    check_verdict,
+    decide,
+    escalates,
+    is_ambiguous,
+    is_retryable_in_scope,
+    must_invalidate,
+    not_committed,
+)
+from ._escalation import Gate, gate_for, lock_key
 from ._exceptions import ConfigurationError, ContextIsolationError, TransactionError
-from ._hooks import HOOKS, AttemptRecord, dispatch
+from ._hooks import HOOKS, AttemptRecord, dispatch, log_escalation
 from ._policy import Backoff, RetryPolicy
 from ._stats import StatisticsRecorder
 
@@ -72,7 +84,9 @@ class Binding:
 
     __slots__ = (
         "adapter",
+        "checks",
         "explicit_context",
+        "gate",
         "idempotent",
         "is_async",
         "key",
@@ -103,6 +117,12 @@ class Binding:
         self.propagation = spec.propagation
         self.read_only = spec.read_only
         self.idempotent = spec.idempotent
+        # verify= or commit_marker=: each owner call carries a Check (read once per call).
+        self.checks = spec.verify is not None or spec.commit_marker is not None
+        # escalate_after: every owner attempt passes the bind's gate (``_escalation``).
+        self.gate: Gate | None = (
+            None if self.policy.escalate_after is None else gate_for(adapter.key)
+        )
         self.resolve_context: Callable[[Any], Any] | None = getattr(
             adapter, "resolve_context", None
         )
@@ -140,13 +160,24 @@ class Binding:
 class Run:
     """The retry state of one owner call, created at its first failure."""
 
-    __slots__ = ("attempt", "backoff", "delay", "start")
+    __slots__ = ("attempt", "backoff", "delay", "escalated", "start")
 
     def __init__(self, policy: RetryPolicy, start: float) -> None:
         self.start = start
         self.attempt = 1
         self.delay = 0.0
+        self.escalated = False  # whether attempt number ``attempt`` runs escalated
         self.backoff = Backoff(policy, start)
+
+    def skip(self) -> None:
+        """
+        Testing mode: take the wait in virtual time instead of sleeping.
+
+        The call's clock is moved back by the wait, so the deadline and tenacity's ``stop``
+        objects decide exactly as they would have after a real sleep.
+        """
+        self.start -= self.delay
+        self.backoff.skipped(self.delay)
 
 
 class Scope:
@@ -176,6 +207,10 @@ class Scope:
     attempt: int = 1
     start: float = 0.0
     run: Run | None = None
+    check: Check | None = None  # owner scopes of a bind with verify= / commit_marker=
+    escalated: bool = False  # the attempt runs alone (``escalate_after``)
+    gate: Gate | None = None  # the escalation gate this owner attempt must pass, if any
+    gate_token: object = None  # set once it passed (``Gate.leave`` in :func:`pop`)
 
     def __init__(self, binding: Binding, kind: int, owner: object) -> None:
         self.binding = binding
@@ -231,7 +266,7 @@ def push(scope: Scope) -> None:
 
 
 def pop(scope: Scope) -> None:
-    """Remove *scope* (idempotent)."""
+    """Remove *scope* (idempotent); an owner attempt also leaves the escalation gate here."""
     token = scope.token
     if token is not None:
         scope.token = None
@@ -240,6 +275,35 @@ def pop(scope: Scope) -> None:
             scope.context_token = None
             _context._CURRENT.reset(context_token)
         _SCOPES.reset(token)
+    gate_token = scope.gate_token
+    if gate_token is not None:
+        scope.gate_token = None
+        assert scope.gate is not None
+        scope.gate.leave(gate_token)
+
+
+def gate_to_pass(gate: Gate) -> Gate | None:
+    """
+    *gate*, unless a scope around this one already passed it.
+
+    Scopes of this thread or task, and of the scope a task was started in (contextvars are
+    copied into tasks): waiting for an escalated attempt that itself waits for the enclosing
+    attempt to finish would never end.
+    """
+    for scope in _SCOPES.get():
+        if scope.gate is gate and scope.gate_token is not None:
+            return None
+    return gate
+
+
+def escalated_above() -> bool:
+    """
+    Whether an escalated attempt encloses this one, so that this one must not escalate.
+
+    In this thread or task, or the one that started this task: an inner attempt that waited
+    for the escalation lock its own enclosing transaction holds would wait for ever.
+    """
+    return any(scope.escalated for scope in _SCOPES.get())
 
 
 def top_of_stack(binding: Binding) -> Scope:
@@ -264,6 +328,8 @@ def new_owner(binding: Binding, run: Run | None) -> Scope:
         task = _current_task(loop)
         owner = _get_ident() if task is None else task
     scope = Scope(binding, OWNER, owner)
+    if binding.gate is not None:
+        scope.gate = gate_to_pass(binding.gate)
     scope.token = _SCOPES.set((*_SCOPES.get(), scope))
     if binding.explicit_context is not None:
         scope.context_token = _context._CURRENT.set(binding.explicit_context)
@@ -273,6 +339,7 @@ def new_owner(binding: Binding, run: Run | None) -> Scope:
         scope.run = run
         scope.attempt = run.attempt
         scope.start = run.start
+        scope.escalated = run.escalated
     if not binding.plain:
         spec = binding.spec
         scope.context = binding.context()
@@ -348,6 +415,27 @@ def owner_statements(scope: Scope, dialect: Any) -> tuple[Statement, ...]:
         name, spec, is_mariadb=mariadb
     )
     return begin_statements(name, spec, is_mariadb=mariadb) + setup
+
+
+def escalation_statements(
+    scope: Scope, dialect: Any
+) -> tuple[EscalationLock, tuple[Statement, ...]] | None:
+    """
+    The cross-process escalation lock of an escalated attempt, and how to wait for it.
+
+    ``None`` where the database has none (see :func:`~txpolicy._binds.escalation_lock`).
+    Otherwise the lock and the statements of the waiting transaction: the scope's own
+    timeouts first, so that ``lock_timeout`` bounds the wait (a ``LockTimeoutError``, a
+    failed attempt like any other), then the wait itself.
+    """
+    name: str = dialect.name
+    resource = scope.resource
+    engine = resource.get_bind() if scope.binding.yields == "session" else resource.engine
+    lock = escalation_lock(name, lock_key(engine.url))
+    if lock is None:
+        return None
+    wait = (*begin_statements(name, scope.binding.spec, is_mariadb=False), lock.wait)
+    return lock, wait
 
 
 def savepoint_statements(scope: Scope, dialect: Any) -> tuple[Statement, ...]:
@@ -470,8 +558,23 @@ def after_failure(
             waits = 0.0 if CONFIG.testing else decision.delay
             binding.stats.record_retry(classified.category, waits)
         _emit(scope, "retry", error=classified, wait=decision.delay, elapsed=elapsed, reason=None)
+        run.escalated = escalates(policy, run.attempt) and not escalated_above()
+        if run.escalated:
+            _escalate(scope, run)
         return run
     return chain(_give_up(scope, classified, decision.reason, elapsed), error)
+
+
+def _escalate(scope: Scope, run: Run) -> None:
+    """Attempt ``run.attempt`` will run escalated: count it, log it, tell the adapter."""
+    binding = scope.binding
+    if binding.stats is not None:
+        binding.stats.record_escalation()
+    log_escalation(binding.operation, run.attempt, binding.policy.escalate_after)
+    try:
+        binding.adapter.emit("escalate", run.attempt)
+    except Exception:
+        logger.exception("txpolicy bind adapter failed on an escalation")
 
 
 _REASONS = {
@@ -520,6 +623,7 @@ def _emit(
         elapsed=elapsed,
         error=error,
         reason=reason,
+        escalated=scope.escalated,
     )
     dispatch(scope.binding.adapter, record)
 
@@ -614,3 +718,121 @@ def chain(error: BaseException, cause: BaseException) -> BaseException:
         error.__cause__ = cause
         error.__suppress_context__ = True
     return error
+
+
+# --- a COMMIT of unknown outcome: verify= and the commit marker --------------------------------
+
+
+class Check:
+    """
+    How one owner call finds out whether its lost COMMIT happened; made once per call.
+
+    The marker's key is made here, before the first attempt, so that every attempt of the
+    call writes the same key; ``verify`` gets the call's own arguments.
+    """
+
+    __slots__ = ("args", "key", "kwargs", "table", "verify")
+
+    def __init__(self, binding: Binding, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        spec = binding.spec
+        marker = spec.commit_marker
+        self.verify = spec.verify
+        self.args = args
+        self.kwargs = kwargs
+        self.table = None if marker is None else marker.table
+        self.key = None if marker is None else marker.make_key(args, kwargs)
+
+
+def needs_check(scope: Scope, classified: TransactionError | None) -> bool:
+    """Whether the failed attempt's COMMIT may have happened and the scope can find out."""
+    return scope.check is not None and classified is not None and is_ambiguous(classified)
+
+
+def marker_statements(scope: Scope) -> tuple[Statement, ...]:
+    """The marker INSERT that goes right before COMMIT (none without a marker)."""
+    check = scope.check
+    if check is None or check.key is None:
+        return ()
+    from ._markers import insert_statement  # noqa: PLC0415 - only with a marker
+
+    assert check.table is not None
+    dialect = dialect_of(scope.resource, scope.binding.yields)
+    return (insert_statement(dialect.name, check.table, check.key),)
+
+
+def probe_statement(check: Check, dialect_name: str) -> Statement:
+    """The marker probe of the check transaction."""
+    from ._markers import probe_statement as _probe  # noqa: PLC0415 - failure path
+
+    assert check.table is not None
+    assert check.key is not None
+    return _probe(dialect_name, check.table, check.key)
+
+
+def check_binding(binding: Binding) -> Binding:
+    """
+    The binding of the check's transaction: a fresh one-attempt owner on the same bind.
+
+    Same user context, isolation level and timeouts (a ``lock_timeout`` bounds the marker
+    probe's wait for the lost transaction); no verify, no marker, never joined.
+    """
+    import attrs  # noqa: PLC0415 - failure path
+
+    spec = attrs.evolve(
+        binding.spec,
+        propagation="requires_new",
+        idempotent=False,
+        verify=None,
+        commit_marker=None,
+        operation_type=f"{binding.operation} (commit check)",
+    )
+    return Binding(binding.adapter, spec, binding.policy, spec.operation_type or "")
+
+
+def after_check(
+    scope: Scope,
+    error: BaseException,
+    classified: TransactionError,
+    answer: object,
+    *,
+    retry: bool,
+) -> Run | BaseException | None:
+    """
+    What follows a COMMIT of unknown outcome once its check answered (cleanup already done).
+
+    Returns:
+        ``None`` when the COMMIT happened after all (the call succeeded: the shell runs the
+        on_commit callbacks and returns the body's result); otherwise what
+        :func:`after_failure` says, for a definite connection failure when the COMMIT did not
+        happen, or for the original ``CommitUnknownError`` when the check itself failed
+        (its error becomes the ``__context__``).
+    """
+    verdict = check_verdict(answer)
+    how = "the commit marker" if scope.check is not None and scope.check.key else "verify()"
+    operation = scope.binding.operation
+    if verdict == "committed":
+        logger.info(
+            "txpolicy: the lost COMMIT of %s (attempt %d) happened, %s says; not run again",
+            operation,
+            scope.attempt,
+            how,
+        )
+        succeeded(scope)
+        return None
+    if verdict == "not_committed":
+        definite = not_committed(classified)
+        _note(definite, f"txpolicy: {how} says the lost COMMIT did not happen")
+        return after_failure(scope, error, definite, retry=retry)
+    if not isinstance(answer, BaseException):
+        answer = TypeError(f"verify() must return True or False, got {answer!r}")
+    classified.__context__ = answer
+    _note(classified, f"txpolicy: the outcome stays unknown: {how} failed: {answer!r}")
+    logger.warning("txpolicy: %s of %s failed: %r", how, operation, answer)
+    return after_failure(scope, error, classified, retry=retry)
+
+
+def _note(error: BaseException, note: str) -> None:
+    """``add_note`` where Python has it (3.11+)."""
+    add_note = getattr(error, "add_note", None)
+    if add_note is not None:
+        add_note(note)

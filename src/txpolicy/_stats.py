@@ -51,6 +51,8 @@ class TransactionStatistics:
         retries_by_category: Retries, by the category of the error that caused them; a
             category that was never retried reads 0.
         waited: Seconds spent sleeping between attempts (none in testing mode).
+        escalations: Attempts that ran escalated (``RetryPolicy.escalate_after``), counted
+            when the retry that leads to them is decided.
 
     .. versionadded:: 0.1.0
     """
@@ -62,6 +64,7 @@ class TransactionStatistics:
         factory=dict, converter=_frozen_counts, hash=False, repr=_counts_repr
     )
     waited: float = 0.0
+    escalations: int = 0
 
     @property
     def retries(self) -> int:
@@ -83,7 +86,7 @@ class StatisticsRecorder:
     .. versionadded:: 0.1.0
     """
 
-    __slots__ = ("_attempts", "_calls", "_failures", "_lock", "_retries", "_waited")
+    __slots__ = ("_attempts", "_calls", "_escalations", "_failures", "_lock", "_retries", "_waited")
 
     def __init__(self) -> None:
         # One lock rather than atomic tricks: an uncontended acquire costs ~50 ns, the
@@ -94,6 +97,7 @@ class StatisticsRecorder:
         self._attempts = 0
         self._retries: collections.Counter[ErrorCategory] = collections.Counter()
         self._waited = 0.0
+        self._escalations = 0
 
     def record_call(self, attempts: int, *, failed: bool) -> None:
         """A call that owned its transaction is over, after *attempts* attempts."""
@@ -109,6 +113,11 @@ class StatisticsRecorder:
             self._retries[category] += 1
             self._waited += wait
 
+    def record_escalation(self) -> None:
+        """The next attempt of a call will run escalated."""
+        with self._lock:
+            self._escalations += 1
+
     def snapshot(self) -> TransactionStatistics:
         """A consistent copy of the counters."""
         with self._lock:
@@ -118,6 +127,7 @@ class StatisticsRecorder:
                 attempts=self._attempts,
                 retries_by_category=self._retries,
                 waited=self._waited,
+                escalations=self._escalations,
             )
 
     __call__ = snapshot
@@ -128,6 +138,7 @@ class StatisticsRecorder:
             self._calls = self._failures = self._attempts = 0
             self._retries = collections.Counter()
             self._waited = 0.0
+            self._escalations = 0
 
     def __repr__(self) -> str:
         return f"<StatisticsRecorder {self.snapshot()!r}>"

@@ -10,31 +10,39 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from . import _markers
 from ._binds import Statement, execution_options
 from ._config import CONFIG
 from ._scopes import (
     JOINED,
     SCOPES,
     Binding,
+    Check,
     Run,
     Scope,
+    after_check,
     after_failure,
     after_savepoint,
     callback_failed,
     chain,
+    check_binding,
     classify,
     closed,
     contain,
     dialect_of,
+    escalation_statements,
     find_outer,
     has_timeouts,
     invalidates,
     log_cleanup_error,
+    marker_statements,
     merge_callbacks,
+    needs_check,
     new_inside,
     new_owner,
     owner_statements,
     pop,
+    probe_statement,
     push,
     record_failure,
     savepoint_statements,
@@ -55,10 +63,13 @@ def execute_all(resource: Any, statements: Iterable[Statement]) -> None:
 
 
 def sleep(run: Run) -> None:
-    """Wait before the next attempt, unless testing mode is on."""
-    if run.delay > 0 and not CONFIG.testing:
-        time.sleep(run.delay)
-        run.backoff.slept(run.delay)
+    """Wait before the next attempt; in testing mode only count the wait (see ``Run.skip``)."""
+    if run.delay > 0:
+        if CONFIG.testing:
+            run.skip()
+        else:
+            time.sleep(run.delay)
+            run.backoff.slept(run.delay)
 
 
 # --- owner scopes ---------------------------------------------------------------------------
@@ -68,16 +79,37 @@ def begin(scope: Scope) -> None:
     """Open the attempt's Session / Connection and apply the scope's options."""
     binding = scope.binding
     resource = scope.resource = binding.adapter.open(binding.spec, scope.context)
-    if binding.plain:
+    if binding.plain and not scope.escalated:
         return
+    dialect = connect(scope)
+    if scope.escalated:
+        dialect = escalate(scope, dialect)
+    execute_all(resource, owner_statements(scope, dialect))
+
+
+def connect(scope: Scope) -> Any:
+    """Check the connection out with the scope's options (a Session's again after ROLLBACK)."""
+    binding, resource = scope.binding, scope.resource
     options = execution_options(dialect_of(resource, binding.yields).name, binding.spec)
     if binding.yields == "session":
-        connection = resource.connection(execution_options=options)
-    else:
-        if options:
-            resource.execution_options(**options)
-        connection = resource
-    execute_all(resource, owner_statements(scope, connection.dialect))
+        return resource.connection(execution_options=options).dialect
+    if options:
+        resource.execution_options(**options)
+    return resource.dialect
+
+
+def escalate(scope: Scope, dialect: Any) -> Any:
+    """Take the escalation lock first thing, waiting for it in a transaction thrown away."""
+    lock = escalation_statements(scope, dialect)
+    if lock is None:
+        return dialect
+    acquire, wait = lock[0].acquire, lock[1]
+    resource = scope.resource
+    while not resource.execute(text_for(acquire.sql), dict(acquire.params)).scalar():
+        execute_all(resource, wait)
+        resource.rollback()
+        dialect = connect(scope)
+    return dialect
 
 
 def commit(scope: Scope) -> None:
@@ -85,6 +117,8 @@ def commit(scope: Scope) -> None:
     if scope.failure is not None:
         raise scope.failure
     resource = scope.resource
+    if scope.check is not None:
+        execute_all(resource, marker_statements(scope))
     if scope.teardown:
         execute_all(resource, scope.teardown)
     scope.during_commit = True
@@ -136,11 +170,16 @@ def finish(scope: Scope) -> None:
     pop(scope)
     succeeded(scope)
     if scope.callbacks:
-        for callback in scope.callbacks:
-            try:
-                callback()
-            except Exception:  # noqa: PERF203 - each one is isolated from the others
-                callback_failed(callback)
+        run_callbacks(scope)
+
+
+def run_callbacks(scope: Scope) -> None:
+    """The on_commit callbacks of a committed transaction, each isolated from the others."""
+    for callback in scope.callbacks or ():
+        try:
+            callback()
+        except Exception:  # noqa: PERF203 - each one is isolated from the others
+            callback_failed(callback)
 
 
 def failed(scope: Scope, error: BaseException, *, retry: bool) -> Run | BaseException:
@@ -155,7 +194,7 @@ def complete(scope: Scope, *, retry: bool) -> Run | BaseException | None:
     try:
         commit(scope)
     except BaseException as exc:
-        return failed(scope, exc, retry=retry)
+        return settle(scope, exc, retry=retry)
     finish(scope)
     return None
 
@@ -165,6 +204,8 @@ def open_owner(binding: Binding, run: Run | None, *, retry: bool) -> Scope:
     while True:
         scope = new_owner(binding, run)
         try:
+            if scope.gate is not None:
+                scope.gate_token = scope.gate.enter(escalated=scope.escalated)
             begin(scope)
         except BaseException as exc:
             outcome = failed(scope, exc, retry=retry)
@@ -184,14 +225,19 @@ def call(
         outer = find_outer(binding)
         if outer is not None:
             return call_inside(binding, outer, fn, args, kwargs)
+    check = start_check(binding, args, kwargs) if binding.checks else None
     run = None
     while True:
         scope = open_owner(binding, run, retry=True)
+        if check is not None:
+            scope.check = check
         try:
             result = fn(scope.resource, *args, **kwargs)
             commit(scope)
         except BaseException as exc:
-            outcome = failed(scope, exc, retry=True)
+            outcome = settle(scope, exc, retry=True)
+            if outcome is None:  # the lost COMMIT happened: the body's result stands
+                return result
         else:
             finish(scope)
             return result
@@ -293,3 +339,57 @@ def call_inside(
     if raised is not None:
         raise raised
     return result
+
+
+# --- a COMMIT of unknown outcome ------------------------------------------------------------
+
+
+def start_check(binding: Binding, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Check:
+    """The call's Check (its marker key made); the marker table created if need be."""
+    check = Check(binding, args, kwargs)
+    if check.table is not None:
+        _markers.prepare(binding.adapter, check.table)
+    return check
+
+
+def settle(scope: Scope, error: BaseException, *, retry: bool) -> Run | BaseException | None:
+    """:func:`failed` for an attempt that reached COMMIT: ``None`` if its lost COMMIT happened."""
+    classified = classify(scope, error)
+    abort(scope, classified)
+    if classified is None or not needs_check(scope, classified):
+        return after_failure(scope, error, classified, retry=retry)
+    outcome = after_check(scope, error, classified, ask(scope), retry=retry)
+    if outcome is None and scope.callbacks:
+        run_callbacks(scope)
+    return outcome
+
+
+def ask(scope: Scope) -> object:
+    """
+    Run the commit check in a fresh transaction, always rolled back.
+
+    Returns:
+        The answer of ``verify`` (or of the marker probe), or the exception the check raised.
+    """
+    check = scope.check
+    assert check is not None
+    probe = new_owner(check_binding(scope.binding), None)
+    try:
+        begin(probe)
+        resource = probe.resource
+        if check.key is None:
+            assert check.verify is not None
+            answer: object = check.verify(resource, *check.args, **check.kwargs)
+        else:
+            dialect = dialect_of(resource, probe.binding.yields)
+            statement = probe_statement(check, dialect.name)
+            result = resource.execute(text_for(statement.sql), dict(statement.params))
+            answer = _markers.probe_found_key(result.rowcount)
+    except Exception as exc:
+        abort(probe, classify(probe, exc))
+        return exc
+    except BaseException:
+        abort(probe, None)
+        raise
+    abort(probe, None)  # rolled back: the check changes nothing
+    return answer

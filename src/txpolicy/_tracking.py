@@ -118,6 +118,7 @@ class PoolStats:
         give_ups_by_category: Errors raised after the last attempt or because they were not
             retryable, per category (every category is present).
         engines: Pool figures per engine name.
+        escalations: Attempts that ran escalated (``RetryPolicy.escalate_after``).
 
     .. versionadded:: 0.1.0
     """
@@ -130,6 +131,7 @@ class PoolStats:
     retries_by_category: Mapping[ErrorCategory, int]
     give_ups_by_category: Mapping[ErrorCategory, int]
     engines: Mapping[str, EngineStats]
+    escalations: int = 0
 
 
 @attrs.frozen
@@ -229,6 +231,7 @@ class _Tracker:
         self._cleaned = 0
         self._exhaustion = 0
         self._violations = 0
+        self._escalations = 0
         self._retries = dict(_ZERO_BY_CATEGORY)
         self._give_ups = dict(_ZERO_BY_CATEGORY)
         # Copy-on-write tuples: emitting iterates without taking the lock.
@@ -298,6 +301,11 @@ class _Tracker:
         with self._lock:
             self._violations += 1
 
+    def count_escalation(self) -> None:
+        """One more escalated attempt."""
+        with self._lock:
+            self._escalations += 1
+
     def count_outcome(self, event: str, record: object) -> None:
         """Count a ``"retry"`` or ``"give_up"`` record under its category."""
         category = _category_of(record)
@@ -319,6 +327,7 @@ class _Tracker:
                 retries_by_category=types.MappingProxyType(dict(self._retries)),
                 give_ups_by_category=types.MappingProxyType(dict(self._give_ups)),
                 engines=types.MappingProxyType(dict(engines)),
+                escalations=self._escalations,
             )
 
     # -- listeners --------------------------------------------------------------------------

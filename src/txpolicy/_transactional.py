@@ -16,11 +16,13 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar,
 from . import _async, _sync
 from ._binds import Propagation, ScopeSpec, normalize_isolation, resolve_bind
 from ._context import UserContext
-from ._exceptions import NoActiveTransaction
+from ._exceptions import ConfigurationError, NoActiveTransaction
+from ._markers import CommitMarker, resolve_commit_marker
 from ._policy import RetryPolicy
 from ._scopes import (
     OWNER,
     Binding,
+    Check,
     Run,
     Scope,
     find_outer,
@@ -31,7 +33,7 @@ from ._scopes import (
 from ._scopes import top_of_stack as _top
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine, Iterator
+    from collections.abc import Awaitable, Callable, Coroutine, Iterator
     from types import TracebackType
 
     from sqlalchemy.engine import Connection, Engine
@@ -100,6 +102,8 @@ def _binding(
     operation_type: str | None,
     lock_timeout: float | None,
     statement_timeout: float | None,
+    verify: Callable[..., Any] | None = None,
+    commit_marker: object = False,
     default_operation: str,
 ) -> Binding:
     """Validate every option, then resolve the bind; all errors surface here."""
@@ -111,6 +115,7 @@ def _binding(
         raise TypeError(f"user_context must be a UserContext or None, got {user_context!r}")
     if operation_type is not None and not isinstance(operation_type, str):
         raise TypeError(f"operation_type must be a string or None, got {operation_type!r}")
+    marker = _check_commit_options(verify, commit_marker, read_only=read_only)
     spec = ScopeSpec(
         isolation_level=None if isolation_level is None else normalize_isolation(isolation_level),
         read_only=_check_bool("read_only", read_only),
@@ -120,9 +125,41 @@ def _binding(
         operation_type=operation_type,
         lock_timeout=_check_timeout("lock_timeout", lock_timeout),
         statement_timeout=_check_timeout("statement_timeout", statement_timeout),
+        verify=verify,
+        commit_marker=marker,
     )
     adapter = resolve_bind(bind)
+    if verify is not None and is_async_callable(verify) != adapter.is_async:
+        if adapter.is_async:
+            raise TypeError(f"verify must be a coroutine function on an async bind: {verify!r}")
+        raise TypeError(f"verify must not be a coroutine function on a sync bind: {verify!r}")
     return Binding(adapter, spec, policy, operation_type or default_operation)
+
+
+def _check_commit_options(
+    verify: object, commit_marker: object, *, read_only: object
+) -> CommitMarker | None:
+    """
+    ``verify=`` and ``commit_marker=``: what they are, that they are not both given.
+
+    Raises:
+        TypeError: *verify* is not callable or is a generator function; *commit_marker* is
+            not a bool, key function or :class:`CommitMarker`.
+        ConfigurationError: Both are given, or a marker in a read-only scope (it writes).
+    """
+    if verify is not None:
+        if not callable(verify):
+            raise TypeError(f"verify must be a callable or None, got {verify!r}")
+        if inspect.isgeneratorfunction(verify) or inspect.isasyncgenfunction(verify):
+            raise TypeError(f"verify must return a bool, not be a generator function: {verify!r}")
+    marker = resolve_commit_marker(commit_marker)
+    if marker is not None and verify is not None:
+        raise ConfigurationError(
+            "pass verify= or commit_marker=, not both: the marker settles the outcome by itself"
+        )
+    if marker is not None and read_only is True:
+        raise ConfigurationError("commit_marker writes a row: it cannot go with read_only=True")
+    return marker
 
 
 def _session_signature(fn: Callable[..., Any]) -> inspect.Signature | None:
@@ -218,7 +255,10 @@ class Transactional(Generic[R]):
         if outer is not None:
             scope = _sync.enter_inside(binding, outer)
         else:
+            check = _sync.start_check(binding, (), {}) if binding.checks else None
             scope = _sync.open_owner(binding, None, retry=False)
+            if check is not None:
+                scope.check = check
         resource: R = scope.resource
         return resource
 
@@ -265,7 +305,10 @@ class AsyncTransactional(Generic[R]):
         if outer is not None:
             scope = await _async.enter_inside(binding, outer)
         else:
+            check = await _async.start_check(binding, (), {}) if binding.checks else None
             scope = await _async.open_owner(binding, None, retry=False)
+            if check is not None:
+                scope.check = check
         resource: R = scope.resource
         return resource
 
@@ -294,13 +337,14 @@ class AsyncTransactional(Generic[R]):
 class _AttemptBase:
     """State shared by :class:`Attempt` and :class:`AsyncAttempt`."""
 
-    __slots__ = ("_binding", "_next", "_run", "_scope")
+    __slots__ = ("_binding", "_check", "_next", "_run", "_scope")
 
-    def __init__(self, binding: Binding, run: Run | None) -> None:
+    def __init__(self, binding: Binding, run: Run | None, check: Check | None = None) -> None:
         self._binding = binding
         self._run = run
         self._scope: Scope | None = None
         self._next: Run | None = None
+        self._check = check  # the block's Check, made by its first owner attempt
 
     @property
     def num(self) -> int:
@@ -339,7 +383,11 @@ class Attempt(_AttemptBase, Generic[R]):
         if outer is not None:
             scope = _sync.enter_inside(binding, outer)
         else:
+            if binding.checks and self._check is None:
+                self._check = _sync.start_check(binding, (), {})
             scope = _sync.open_owner(binding, self._run, retry=True)
+            if self._check is not None:
+                scope.check = self._check
         self._scope = scope
         resource: R = scope.resource
         return resource
@@ -376,7 +424,11 @@ class AsyncAttempt(_AttemptBase, Generic[R]):
         if outer is not None:
             scope = await _async.enter_inside(binding, outer)
         else:
+            if binding.checks and self._check is None:
+                self._check = await _async.start_check(binding, (), {})
             scope = await _async.open_owner(binding, self._run, retry=True)
+            if self._check is not None:
+                scope.check = self._check
         self._scope = scope
         resource: R = scope.resource
         return resource
@@ -422,7 +474,10 @@ class Attempts(Generic[R]):
                 if run is None:
                     return
                 _sync.sleep(run)
-            last = Attempt(self._binding, None if last is None else last._next)
+            if last is None:
+                last = Attempt(self._binding, None)
+            else:
+                last = Attempt(self._binding, last._next, last._check)
             yield last
 
 
@@ -461,7 +516,11 @@ class _AsyncAttemptIterator(Generic[R]):
             if run is None:
                 raise StopAsyncIteration
             await _async.sleep(run)
-        attempt: AsyncAttempt[R] = AsyncAttempt(self._binding, None if last is None else last._next)
+        attempt: AsyncAttempt[R] = (
+            AsyncAttempt(self._binding, None)
+            if last is None
+            else AsyncAttempt(self._binding, last._next, last._check)
+        )
         self._last = attempt
         return attempt
 
@@ -485,6 +544,8 @@ def transactional(
     operation_type: str | None = ...,
     lock_timeout: float | None = ...,
     statement_timeout: float | None = ...,
+    verify: Callable[..., Awaitable[bool]] | None = ...,
+    commit_marker: bool | CommitMarker | Callable[..., str] = ...,
 ) -> AsyncTransactional[AS]: ...
 @overload
 def transactional(
@@ -500,6 +561,8 @@ def transactional(
     operation_type: str | None = ...,
     lock_timeout: float | None = ...,
     statement_timeout: float | None = ...,
+    verify: Callable[..., bool] | None = ...,
+    commit_marker: bool | CommitMarker | Callable[..., str] = ...,
 ) -> Transactional[S]: ...
 @overload
 def transactional(
@@ -515,6 +578,8 @@ def transactional(
     operation_type: str | None = ...,
     lock_timeout: float | None = ...,
     statement_timeout: float | None = ...,
+    verify: Callable[..., Awaitable[bool]] | None = ...,
+    commit_marker: bool | CommitMarker | Callable[..., str] = ...,
 ) -> AsyncTransactional[AsyncConnection]: ...
 @overload
 def transactional(
@@ -530,6 +595,8 @@ def transactional(
     operation_type: str | None = ...,
     lock_timeout: float | None = ...,
     statement_timeout: float | None = ...,
+    verify: Callable[..., bool] | None = ...,
+    commit_marker: bool | CommitMarker | Callable[..., str] = ...,
 ) -> Transactional[Connection]: ...
 @overload
 def transactional(
@@ -545,6 +612,8 @@ def transactional(
     operation_type: str | None = ...,
     lock_timeout: float | None = ...,
     statement_timeout: float | None = ...,
+    verify: Callable[..., Awaitable[bool]] | None = ...,
+    commit_marker: bool | CommitMarker | Callable[..., str] = ...,
 ) -> AsyncTransactional[AsyncSession]: ...
 @overload
 def transactional(
@@ -560,6 +629,8 @@ def transactional(
     operation_type: str | None = ...,
     lock_timeout: float | None = ...,
     statement_timeout: float | None = ...,
+    verify: Callable[..., bool] | None = ...,
+    commit_marker: bool | CommitMarker | Callable[..., str] = ...,
 ) -> Transactional[Session]: ...
 def transactional(
     bind: object,
@@ -574,6 +645,8 @@ def transactional(
     operation_type: str | None = None,
     lock_timeout: float | None = None,
     statement_timeout: float | None = None,
+    verify: Callable[..., Any] | None = None,
+    commit_marker: bool | CommitMarker | Callable[..., str] = False,
 ) -> Transactional[Any] | AsyncTransactional[Any]:
     """
     Run code in a database transaction that survives deadlocks, serialization failures & co.
@@ -625,15 +698,36 @@ def transactional(
         statement_timeout: Seconds a statement may run (PostgreSQL ``SET LOCAL
             statement_timeout``; MariaDB ``max_statement_time``; MySQL
             ``max_execution_time``, SELECT only).
+        verify: Says whether a COMMIT of unknown outcome (the connection was lost while
+            committing) happened: ``verify(session, *args, **kwargs) -> bool`` for the
+            decorator (the decorated call's arguments), ``verify(session) -> bool`` for the
+            ``with`` and :func:`attempts` forms; a coroutine function on async binds. It runs
+            in a fresh transaction (a new session on the same bind, one attempt, rolled back
+            afterwards). ``True``: the call returns normally without running the body again
+            (the decorator returns what the body returned in the attempt whose COMMIT was
+            lost, and the ``on_commit`` callbacks run). ``False``: the attempt failed for
+            sure and is retried as a connection failure, as the policy allows. If *verify*
+            raises (or returns a non-bool), the :class:`CommitUnknownError` is raised with
+            that error as its ``__context__``.
+        commit_marker: ``True``, a key function or a :class:`CommitMarker`: txpolicy writes
+            an idempotency key to its marker table in the same transaction, right before
+            COMMIT, and after a COMMIT of unknown outcome looks for it in a fresh
+            transaction: found, the call returns as with ``verify`` → ``True``; absent, it is
+            retried. The key function gets the call's arguments (none for the ``with`` and
+            :func:`attempts` forms); by default each call gets a random key. Clean up with
+            :func:`purge_commit_markers`. Not with *verify*, nor in a read-only scope.
 
     Returns:
         An object that is a decorator and a (sync or async, per the bind) context manager.
 
     Raises:
-        TypeError: An unsupported bind or a wrongly typed option; at decoration: a
+        TypeError: An unsupported bind or a wrongly typed option (a *verify* that is not
+            callable, or is sync on an async bind or the reverse); at decoration: a
             non-callable, a generator function, a sync function on an async bind or the
             reverse.
-        ValueError: An unknown *propagation* or isolation level, a non-positive timeout.
+        ValueError: An unknown *propagation* or isolation level, a non-positive timeout,
+            *verify* together with *commit_marker*, or *commit_marker* with *read_only*
+            (:class:`ConfigurationError`).
 
     .. versionadded:: 0.1.0
     """
@@ -648,6 +742,8 @@ def transactional(
         operation_type=operation_type,
         lock_timeout=lock_timeout,
         statement_timeout=statement_timeout,
+        verify=verify,
+        commit_marker=commit_marker,
         default_operation="transactional",
     )
     if binding.is_async:
@@ -669,6 +765,8 @@ def attempts(
     operation_type: str | None = ...,
     lock_timeout: float | None = ...,
     statement_timeout: float | None = ...,
+    verify: Callable[..., Awaitable[bool]] | None = ...,
+    commit_marker: bool | CommitMarker | Callable[..., str] = ...,
 ) -> AsyncAttempts[AS]: ...
 @overload
 def attempts(
@@ -684,6 +782,8 @@ def attempts(
     operation_type: str | None = ...,
     lock_timeout: float | None = ...,
     statement_timeout: float | None = ...,
+    verify: Callable[..., bool] | None = ...,
+    commit_marker: bool | CommitMarker | Callable[..., str] = ...,
 ) -> Attempts[S]: ...
 @overload
 def attempts(
@@ -699,6 +799,8 @@ def attempts(
     operation_type: str | None = ...,
     lock_timeout: float | None = ...,
     statement_timeout: float | None = ...,
+    verify: Callable[..., Awaitable[bool]] | None = ...,
+    commit_marker: bool | CommitMarker | Callable[..., str] = ...,
 ) -> AsyncAttempts[AsyncConnection]: ...
 @overload
 def attempts(
@@ -714,6 +816,8 @@ def attempts(
     operation_type: str | None = ...,
     lock_timeout: float | None = ...,
     statement_timeout: float | None = ...,
+    verify: Callable[..., bool] | None = ...,
+    commit_marker: bool | CommitMarker | Callable[..., str] = ...,
 ) -> Attempts[Connection]: ...
 @overload
 def attempts(
@@ -729,6 +833,8 @@ def attempts(
     operation_type: str | None = ...,
     lock_timeout: float | None = ...,
     statement_timeout: float | None = ...,
+    verify: Callable[..., Awaitable[bool]] | None = ...,
+    commit_marker: bool | CommitMarker | Callable[..., str] = ...,
 ) -> AsyncAttempts[AsyncSession]: ...
 @overload
 def attempts(
@@ -744,6 +850,8 @@ def attempts(
     operation_type: str | None = ...,
     lock_timeout: float | None = ...,
     statement_timeout: float | None = ...,
+    verify: Callable[..., bool] | None = ...,
+    commit_marker: bool | CommitMarker | Callable[..., str] = ...,
 ) -> Attempts[Session]: ...
 def attempts(
     bind: object,
@@ -758,6 +866,8 @@ def attempts(
     operation_type: str | None = None,
     lock_timeout: float | None = None,
     statement_timeout: float | None = None,
+    verify: Callable[..., Any] | None = None,
+    commit_marker: bool | CommitMarker | Callable[..., str] = False,
 ) -> Attempts[Any] | AsyncAttempts[Any]:
     """
     A retrying block: the body of the ``with`` runs once per attempt, in a fresh transaction.
@@ -773,7 +883,9 @@ def attempts(
                 await session.execute(...)
 
     Takes the same arguments as :func:`transactional` and follows the same rules; inside an
-    active scope on the same bind it runs once, joined (or in a savepoint).
+    active scope on the same bind it runs once, joined (or in a savepoint). A *verify*
+    callable gets the session only, and a ``commit_marker`` key function no arguments; the
+    marker key is made once for the whole block, when its first attempt begins.
 
     Returns:
         An iterable (sync bind) or async iterable (async bind) of attempts.
@@ -791,6 +903,8 @@ def attempts(
         operation_type=operation_type,
         lock_timeout=lock_timeout,
         statement_timeout=statement_timeout,
+        verify=verify,
+        commit_marker=commit_marker,
         default_operation="attempts",
     )
     if binding.is_async:
