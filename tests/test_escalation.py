@@ -31,6 +31,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.fix_db import url_for_driver
+import txpolicy
 from txpolicy import (
     Database,
     ErrorCategory,
@@ -238,6 +239,25 @@ def test_escalated_attempt_holds_the_advisory_lock_until_it_ends(
     assert [(attempts[1], True, "ExclusiveLock")] == held
     assert [] == advisory_locks(engine, key)
     assert (1 if outcome == "commit" else 0) == trap.counter()
+
+
+def test_the_retrying_block_escalates_too(engine: sa.Engine, trap: Trap) -> None:
+    """``for attempt in attempts(...)``: the block's second attempt holds the lock."""
+    key = lock_key(engine.url)
+    seen: list[list[tuple[int, bool, str]]] = []
+    pids: list[int] = []
+
+    for attempt in txpolicy.attempts(
+        engine, policy=RetryPolicy(attempts=3, escalate_after=1, **NO_WAIT)
+    ):
+        with attempt as conn:
+            pids.append(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+            seen.append(advisory_locks(engine, key))
+            if len(pids) == 1:
+                trap.spring(conn)
+
+    assert [[], [(pids[1], True, "ExclusiveLock")]] == seen
+    assert [] == advisory_locks(engine, key)
 
 
 def test_escalated_attempt_waits_for_another_holder_outside_its_snapshot(

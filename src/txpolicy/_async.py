@@ -13,7 +13,6 @@ import inspect
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _markers
-from ._binds import Statement, execution_options
 from ._config import CONFIG
 from ._scopes import (
     JOINED,
@@ -34,11 +33,13 @@ from ._scopes import (
     dialect_of,
     escalation_statements,
     find_outer,
+    fixed_for,
     has_timeouts,
     invalidates,
     log_cleanup_error,
     marker_statements,
     merge_callbacks,
+    must_pass_gate,
     needs_check,
     new_inside,
     new_owner,
@@ -54,6 +55,8 @@ from ._scopes import (
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable
+
+    from ._binds import Statement
 
 T = TypeVar("T")
 
@@ -85,16 +88,25 @@ async def begin(scope: Scope) -> None:
         await resource.start()
     if binding.plain and not scope.escalated:
         return
-    dialect = await connect(scope)
-    if scope.escalated:
-        dialect = await escalate(scope, dialect)
-    await execute_all(resource, owner_statements(scope, dialect))
+    # An AsyncSession checks its connection out with the first statement, unless the options
+    # must go on it first (or the escalation lock must come first).
+    dialect = binding.dialect or dialect_of(resource, binding.yields)
+    fixed = fixed_for(binding, dialect)
+    scope.dialect_name = fixed.name
+    if scope.escalated or fixed.options is not None:
+        dialect = await connect(scope)
+        if scope.escalated:
+            dialect = await escalate(scope, dialect)
+    if fixed.statements:
+        statements = owner_statements(scope, dialect)
+        if statements:
+            await execute_all(resource, statements)
 
 
 async def connect(scope: Scope) -> Any:
     """Check the connection out with the scope's options (a Session's again after ROLLBACK)."""
     binding, resource = scope.binding, scope.resource
-    options = execution_options(dialect_of(resource, binding.yields).name, binding.spec)
+    options = fixed_for(binding, dialect_of(resource, binding.yields)).options
     if binding.yields == "session":
         return (await resource.connection(execution_options=options)).dialect
     if options:
@@ -213,8 +225,8 @@ async def open_owner(binding: Binding, run: Run | None, *, retry: bool) -> Scope
     while True:
         scope = new_owner(binding, run)
         try:
-            if scope.gate is not None:
-                scope.gate_token = await scope.gate.aenter(escalated=scope.escalated)
+            if binding.gate is not None and must_pass_gate(scope):
+                scope.gate_token = await binding.gate.aenter(escalated=scope.escalated)
             await begin(scope)
         except BaseException as exc:
             outcome = await failed(scope, exc, retry=retry)

@@ -41,6 +41,11 @@ Optional methods (looked up once when the scope is built; the default applies wh
 - ``resolve_context(explicit: UserContext | None) -> UserContext | None`` — the user context a
   scope runs under, given the scope's own ``user_context=`` argument. Default: *explicit*. A
   ``Database`` implements it to fall back to the context bound with ``user_context(ctx)``.
+- ``dialect`` (an attribute) — the SQLAlchemy dialect of every resource ``open`` returns, when
+  it cannot change. Default: asked of each resource.
+- ``has_statements(dialect_name: str) -> bool`` — whether ``setup_statements`` /
+  ``teardown_statements`` can return anything for that dialect; when it says no, the scopes
+  stop asking (asked once per binding and dialect). Default: always ask.
 """
 
 from __future__ import annotations

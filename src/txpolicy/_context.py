@@ -145,6 +145,8 @@ def _text_or_null(value: str | int | None) -> str | None:
     return None if value is None else str(value)
 
 
+_DIALECTS: Final = frozenset({"postgresql", "mysql", "mariadb"})
+
 _POSTGRES_SETUP: Final = (
     "SELECT set_config(:txpolicy_user_name, :txpolicy_user_id, true), "
     "set_config(:txpolicy_tenant_name, :txpolicy_tenant_id, true)"
@@ -183,6 +185,10 @@ class _ContextStatements:
             "txpolicy_tenant_name": f"{self.prefix}.tenant_id",
             "txpolicy_tenant_id": "" if context is None else _text(context.tenant_id),
         }
+
+    def applies_to(self, dialect_name: str) -> bool:
+        """Whether *dialect_name* gets statements at all (SQLite and others get none)."""
+        return dialect_name in _DIALECTS
 
     def setup(self, dialect_name: str, context: UserContext | None) -> Sequence[Statement]:
         """What every attempt runs after BEGIN (and after ROLLBACK TO SAVEPOINT)."""

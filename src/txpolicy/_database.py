@@ -41,6 +41,8 @@ from ._tracking import (
     SessionInfo,
     _PoolWatcher,
     _Tracker,
+    current_thread,
+    task_or_thread,
 )
 
 if TYPE_CHECKING:
@@ -172,9 +174,11 @@ class _EngineAdapter:
     __slots__ = (
         "_database",
         "_factory",
+        "_owner",
         "_register",
-        "_release",
         "_statements",
+        "closed",
+        "dialect",
         "engine",
         "is_async",
         "name",
@@ -192,11 +196,16 @@ class _EngineAdapter:
         self._database = database
         self.name = name
         self.engine = engine
+        # Sessions are bound to this engine alone (``binds`` cannot be passed), so scopes need
+        # not ask each session for its dialect.
+        self.dialect = engine.dialect
         self._factory = factory
         self.is_async = is_async
-        # Bound once: these run on every transaction attempt.
+        # Bound once: these run on every transaction attempt. ``closed(resource, failed=...)``
+        # of the adapter protocol is the tracker's ``release`` itself.
         self._register = database._tracker.register
-        self._release = database._tracker.release
+        self.closed: Callable[..., None] = database._tracker.release
+        self._owner: Callable[[], object] = task_or_thread if is_async else current_thread
         self._statements = database._statements
 
     def __repr__(self) -> str:
@@ -242,9 +251,13 @@ class _EngineAdapter:
             self._refuse(context)
         session = self._factory()
         self._register(
-            session, self.name, context, spec.operation_type or "unknown", is_async=self.is_async
+            session, self.name, context, spec.operation_type or "unknown", self._owner()
         )
         return session
+
+    def has_statements(self, dialect_name: str) -> bool:
+        """Whether the user context reaches *dialect_name* (SQLite: no statement at all)."""
+        return self._statements.applies_to(dialect_name)
 
     def setup_statements(
         self,
@@ -263,9 +276,6 @@ class _EngineAdapter:
         context: UserContext | None,  # noqa: ARG002 - idem
     ) -> Sequence[Statement]:
         return self._statements.teardown(dialect_name)
-
-    def closed(self, resource: Any, *, failed: bool) -> None:
-        self._release(resource, failed=failed)
 
     def emit(self, event: str, record: Any) -> None:
         tracker = self._database._tracker

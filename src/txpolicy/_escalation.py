@@ -121,8 +121,11 @@ class Gate:
 
     def enter(self, *, escalated: bool) -> object:
         """Wait for our turn (threads); return the token to give :meth:`leave`."""
-        if not escalated and self.try_enter():
-            return NORMAL
+        if not escalated:  # the fast path: no escalated attempt queued
+            with self._lock:
+                if not self._queue:
+                    self._normal += 1
+                    return NORMAL
         ticket = self._ticket(escalated=escalated)
         deadline = _monotonic() + PATIENCE
         try:
@@ -140,8 +143,11 @@ class Gate:
 
     async def aenter(self, *, escalated: bool) -> object:
         """Wait for our turn (asyncio tasks; the gate may be shared with other loops)."""
-        if not escalated and self.try_enter():
-            return NORMAL
+        if not escalated:  # the fast path: no escalated attempt queued
+            with self._lock:
+                if not self._queue:
+                    self._normal += 1
+                    return NORMAL
         ticket = self._ticket(escalated=escalated)
         deadline = _monotonic() + PATIENCE
         loop = asyncio.get_running_loop()
@@ -157,11 +163,6 @@ class Gate:
         except BaseException:
             self._abandon(ticket)
             raise
-
-    def try_enter(self) -> bool:
-        """A normal attempt's fast path: in at once when no escalated attempt is queued."""
-        with self._lock:
-            return self._admit(NORMAL, forced=False)
 
     def leave(self, token: object) -> None:
         """The attempt that entered with *token* is over (committed, rolled back or dropped)."""

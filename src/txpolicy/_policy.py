@@ -180,7 +180,12 @@ class RetryPolicy:
             says, and ``READ_ONLY`` never in a scope declared ``read_only=True``.
         budget: A :class:`RetryBudget` shared by every call whose policy holds it, or ``None``.
         escalate_after: Failed attempts after which the next attempt escalates (starvation
-            guard), or ``None``.
+            guard), or ``None``. With *k*, attempts ``k + 1`` and later of a call run alone:
+            every owner attempt on the bind passes an in-process turnstile, an escalated one
+            waits (before BEGIN) for the attempts already running and makes new ones wait for
+            it, and on PostgreSQL it also holds a transaction-scoped advisory lock keyed on the
+            URL, so escalated transactions of all processes run one at a time. Attempts that
+            do not escalate run no extra statement. See "Heavy contention" in the docs.
         wait: Escape hatch: a tenacity ``wait`` object that replaces the computed backoff
             (used as is: *wait_initial*, *wait_max* and *jitter* are ignored).
         stop: Escape hatch: a tenacity ``stop`` object that replaces the *attempts* and

@@ -34,6 +34,7 @@ from ._binds import (
     begin_statements,
     end_statements,
     escalation_lock,
+    execution_options,
     is_plain,
 )
 from ._config import CONFIG
@@ -54,7 +55,7 @@ from ._policy import Backoff, RetryPolicy
 from ._stats import StatisticsRecorder
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Hashable
+    from collections.abc import Callable, Hashable, Sequence
 
 __all__ = ["OWNER", "SCOPES", "Binding", "Run", "Scope"]
 
@@ -85,7 +86,9 @@ class Binding:
     __slots__ = (
         "adapter",
         "checks",
+        "dialect",
         "explicit_context",
+        "fixed",
         "gate",
         "idempotent",
         "is_async",
@@ -98,6 +101,7 @@ class Binding:
         "read_only",
         "resolve_context",
         "spec",
+        "statements_for",
         "stats",
         "yields",
     )
@@ -128,6 +132,16 @@ class Binding:
         )
         self.stats: StatisticsRecorder | None = None  # decorated functions only
         self.explicit_context = spec.user_context
+        # What an attempt needs that depends only on the dialect (see fixed_for()), cached
+        # for the last dialect seen: one identity check per attempt instead of rebuilding it.
+        self.fixed: Fixed | None = None
+        # The dialect of every resource the adapter opens, when the adapter knows it is fixed
+        # (a Database's engine); else it is looked up per attempt (a sessionmaker may be
+        # reconfigured).
+        self.dialect: Any = getattr(adapter, "dialect", None)
+        self.statements_for: Callable[[str], bool] | None = getattr(
+            adapter, "has_statements", None
+        )
         # Plain SQLAlchemy binds with no options need no statement and no dialect lookup.
         self.plain_adapter = is_plain(adapter)
         self.plain = (
@@ -209,8 +223,7 @@ class Scope:
     run: Run | None = None
     check: Check | None = None  # owner scopes of a bind with verify= / commit_marker=
     escalated: bool = False  # the attempt runs alone (``escalate_after``)
-    gate: Gate | None = None  # the escalation gate this owner attempt must pass, if any
-    gate_token: object = None  # set once it passed (``Gate.leave`` in :func:`pop`)
+    gate_token: object = None  # set once it passed its bind's gate (left in :func:`pop`)
 
     def __init__(self, binding: Binding, kind: int, owner: object) -> None:
         self.binding = binding
@@ -278,22 +291,26 @@ def pop(scope: Scope) -> None:
     gate_token = scope.gate_token
     if gate_token is not None:
         scope.gate_token = None
-        assert scope.gate is not None
-        scope.gate.leave(gate_token)
+        gate = scope.binding.gate
+        assert gate is not None
+        gate.leave(gate_token)
 
 
-def gate_to_pass(gate: Gate) -> Gate | None:
+def must_pass_gate(scope: Scope) -> bool:
     """
-    *gate*, unless a scope around this one already passed it.
+    Whether the owner attempt *scope* must pass its bind's gate: not if a scope around it did.
 
     Scopes of this thread or task, and of the scope a task was started in (contextvars are
     copied into tasks): waiting for an escalated attempt that itself waits for the enclosing
     attempt to finish would never end.
     """
-    for scope in _SCOPES.get():
-        if scope.gate is gate and scope.gate_token is not None:
-            return None
-    return gate
+    gate = scope.binding.gate
+    if gate is None:
+        return False
+    for other in _SCOPES.get():
+        if other.gate_token is not None and other.binding.gate is gate:
+            return False
+    return True
 
 
 def escalated_above() -> bool:
@@ -328,8 +345,6 @@ def new_owner(binding: Binding, run: Run | None) -> Scope:
         task = _current_task(loop)
         owner = _get_ident() if task is None else task
     scope = Scope(binding, OWNER, owner)
-    if binding.gate is not None:
-        scope.gate = gate_to_pass(binding.gate)
     scope.token = _SCOPES.set((*_SCOPES.get(), scope))
     if binding.explicit_context is not None:
         scope.context_token = _context._CURRENT.set(binding.explicit_context)
@@ -342,7 +357,9 @@ def new_owner(binding: Binding, run: Run | None) -> Scope:
         scope.escalated = run.escalated
     if not binding.plain:
         spec = binding.spec
-        scope.context = binding.context()
+        resolve = binding.resolve_context  # Binding.context(), inlined
+        explicit = binding.explicit_context
+        scope.context = explicit if resolve is None else resolve(explicit)
         scope.iso = spec.isolation_level
         scope.read_only = spec.read_only
         scope.timeouts = spec
@@ -403,18 +420,51 @@ def has_timeouts(spec: ScopeSpec | None) -> bool:
 # --- statements -------------------------------------------------------------------------------
 
 
-def owner_statements(scope: Scope, dialect: Any) -> tuple[Statement, ...]:
+class Fixed:
+    """What the attempts of one binding need that depends only on the dialect: built once."""
+
+    __slots__ = ("adapter_statements", "begin", "dialect", "end", "name", "options", "statements")
+
+    def __init__(self, binding: Binding, dialect: Any) -> None:
+        spec = binding.spec
+        name: str = dialect.name
+        mariadb = bool(getattr(dialect, "is_mariadb", False))
+        self.dialect = dialect
+        self.name = name
+        self.options = execution_options(name, spec)
+        self.begin = begin_statements(name, spec, is_mariadb=mariadb)
+        self.end = end_statements(name, spec, is_mariadb=mariadb)
+        # Whether to ask the adapter for its statements at each attempt: never for our plain
+        # adapters, and not where the adapter says it has none for this dialect.
+        has = binding.statements_for
+        self.adapter_statements = not binding.plain_adapter and (has is None or has(name))
+        # Whether there can be any statement at all (SQLite without timeouts: none).
+        self.statements = bool(self.adapter_statements or self.begin or self.end)
+
+
+def fixed_for(binding: Binding, dialect: Any) -> Fixed:
+    """The binding's :class:`Fixed` for *dialect* (cached for the last dialect seen)."""
+    fixed = binding.fixed
+    if fixed is None or fixed.dialect is not dialect:
+        fixed = binding.fixed = Fixed(binding, dialect)
+    return fixed
+
+
+def owner_statements(scope: Scope, dialect: Any) -> Sequence[Statement]:
     """The statements after BEGIN of an owner attempt; records the teardown ones on *scope*."""
     binding = scope.binding
-    spec, adapter = binding.spec, binding.adapter
-    name: str = dialect.name
-    mariadb = bool(getattr(dialect, "is_mariadb", False))
-    scope.dialect_name = name
-    setup = tuple(adapter.setup_statements(name, spec, scope.context))
-    scope.teardown = tuple(adapter.teardown_statements(name, spec, scope.context)) + end_statements(
-        name, spec, is_mariadb=mariadb
-    )
-    return begin_statements(name, spec, is_mariadb=mariadb) + setup
+    fixed = fixed_for(binding, dialect)
+    name = scope.dialect_name = fixed.name
+    if not fixed.adapter_statements:
+        if fixed.end:
+            scope.teardown = fixed.end
+        return fixed.begin
+    spec, adapter, context = binding.spec, binding.adapter, scope.context
+    setup = adapter.setup_statements(name, spec, context)
+    teardown = adapter.teardown_statements(name, spec, context)
+    if teardown or fixed.end:
+        scope.teardown = (*teardown, *fixed.end)
+    return (*fixed.begin, *setup) if fixed.begin else setup
 
 
 def escalation_statements(

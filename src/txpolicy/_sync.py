@@ -11,7 +11,6 @@ import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _markers
-from ._binds import Statement, execution_options
 from ._config import CONFIG
 from ._scopes import (
     JOINED,
@@ -32,11 +31,13 @@ from ._scopes import (
     dialect_of,
     escalation_statements,
     find_outer,
+    fixed_for,
     has_timeouts,
     invalidates,
     log_cleanup_error,
     marker_statements,
     merge_callbacks,
+    must_pass_gate,
     needs_check,
     new_inside,
     new_owner,
@@ -52,6 +53,8 @@ from ._scopes import (
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
+
+    from ._binds import Statement
 
 T = TypeVar("T")
 
@@ -81,16 +84,25 @@ def begin(scope: Scope) -> None:
     resource = scope.resource = binding.adapter.open(binding.spec, scope.context)
     if binding.plain and not scope.escalated:
         return
-    dialect = connect(scope)
-    if scope.escalated:
-        dialect = escalate(scope, dialect)
-    execute_all(resource, owner_statements(scope, dialect))
+    # A Session checks its connection out with the first statement, unless the options must
+    # go on it first (or the escalation lock must come first).
+    dialect = binding.dialect or dialect_of(resource, binding.yields)
+    fixed = fixed_for(binding, dialect)
+    scope.dialect_name = fixed.name
+    if scope.escalated or fixed.options is not None:
+        dialect = connect(scope)
+        if scope.escalated:
+            dialect = escalate(scope, dialect)
+    if fixed.statements:
+        statements = owner_statements(scope, dialect)
+        if statements:
+            execute_all(resource, statements)
 
 
 def connect(scope: Scope) -> Any:
     """Check the connection out with the scope's options (a Session's again after ROLLBACK)."""
     binding, resource = scope.binding, scope.resource
-    options = execution_options(dialect_of(resource, binding.yields).name, binding.spec)
+    options = fixed_for(binding, dialect_of(resource, binding.yields)).options
     if binding.yields == "session":
         return resource.connection(execution_options=options).dialect
     if options:
@@ -204,8 +216,8 @@ def open_owner(binding: Binding, run: Run | None, *, retry: bool) -> Scope:
     while True:
         scope = new_owner(binding, run)
         try:
-            if scope.gate is not None:
-                scope.gate_token = scope.gate.enter(escalated=scope.escalated)
+            if binding.gate is not None and must_pass_gate(scope):
+                scope.gate_token = binding.gate.enter(escalated=scope.escalated)
             begin(scope)
         except BaseException as exc:
             outcome = failed(scope, exc, retry=retry)

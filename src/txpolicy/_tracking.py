@@ -174,15 +174,31 @@ class PoolExhaustedEvent:
     threshold: float
 
 
-def _owner_name() -> str:
-    """The asyncio task's name inside a running loop, else the thread's."""
-    try:
-        task = asyncio.current_task()
-    except RuntimeError:
-        task = None
-    if task is not None:
-        return task.get_name()
-    return threading.current_thread().name
+_get_running_loop = asyncio.events._get_running_loop
+_current_task = asyncio.current_task
+current_thread = threading.current_thread
+_monotonic = time.monotonic
+# Session ids: unique within the process (every database draws from it); next() on an
+# itertools.count is atomic.
+_session_ids = itertools.count(1)
+
+
+def task_or_thread() -> object:
+    """The running asyncio task, else the current thread: who opens a session."""
+    loop = _get_running_loop()
+    if loop is not None:
+        task = _current_task(loop)
+        if task is not None:
+            return task
+    return current_thread()
+
+
+def _owner_name(owner: object) -> str:
+    """The name of a session's owner (a task or a thread), read when someone asks for it."""
+    get_name = getattr(owner, "get_name", None)  # an asyncio task
+    if get_name is not None:
+        return str(get_name())
+    return str(getattr(owner, "name", owner))
 
 
 def _category_of(record: object) -> ErrorCategory | None:
@@ -195,9 +211,10 @@ def _category_of(record: object) -> ErrorCategory | None:
 
 
 # A registered session: (session_id, engine_name, context, operation_type, started (monotonic),
-# owner, resource). A plain tuple: registering is on the path where nothing fails, and the
-# SessionInfo is only built when someone asks for it.
-_Entry = tuple[int, str, "UserContext | None", str, float, str, object]
+# owner (the task or thread), resource). A plain tuple: registering is on the path where
+# nothing fails, and the SessionInfo (the owner's name included) is only built when someone
+# asks for it.
+_Entry = tuple[int, str, "UserContext | None", str, float, object, object]
 
 
 def _info(entry: _Entry, wall_offset: float) -> SessionInfo:
@@ -210,7 +227,7 @@ def _info(entry: _Entry, wall_offset: float) -> SessionInfo:
         tenant_id=None if context is None else context.tenant_id,
         operation_type=operation_type,
         started_at=dt.datetime.fromtimestamp(started + wall_offset, dt.timezone.utc),
-        owner=owner,
+        owner=_owner_name(owner),
     )
 
 
@@ -218,17 +235,22 @@ _ZERO_BY_CATEGORY: Final = dict.fromkeys(ErrorCategory, 0)
 
 
 class _Tracker:
-    """Counters, the live-session registry and the listeners of one database."""
+    """
+    Counters, the live-session registry and the listeners of one database.
+
+    The registry is a dict keyed by ``id(resource)`` whose entries hold the resource itself,
+    so an id cannot be reused while its entry exists. Registering adds the entry and counts
+    the session under the lock; releasing only pops the entry (atomic), so sessions closed
+    are ``created - active``, and a snapshot taken under the lock is consistent.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._ids = itertools.count(1)
         # Sessions record a monotonic start (cheaper, and durations stay right if the wall
         # clock jumps); this turns it into wall-clock time for SessionInfo.started_at.
         self._wall_offset = time.time() - time.monotonic()
         self._sessions: dict[int, _Entry] = {}
         self._created = 0
-        self._cleaned = 0
         self._exhaustion = 0
         self._violations = 0
         self._escalations = 0
@@ -247,17 +269,15 @@ class _Tracker:
         engine_name: str,
         context: UserContext | None,
         operation_type: str,
-        *,
-        is_async: bool,
+        owner: object,
     ) -> None:
-        """Record a session the database just created."""
-        owner = _owner_name() if is_async else threading.current_thread().name
+        """Record a session the database just created for *owner* (a task or a thread)."""
         entry = (
-            next(self._ids),  # itertools.count is atomic under the GIL
+            next(_session_ids),
             engine_name,
             context,
             operation_type,
-            time.monotonic(),
+            _monotonic(),
             owner,
             resource,
         )
@@ -268,25 +288,22 @@ class _Tracker:
             record = SessionEvent("session_created", _info(entry, self._wall_offset))
             self.emit("session_created", record)
 
-    def release(self, resource: object, *, failed: bool) -> bool:
+    def release(self, resource: object, *, failed: bool) -> None:
         """Forget a closed session; idempotent (only the first call counts)."""
-        key = id(resource)
-        with self._lock:
-            entry = self._sessions.get(key)
-            if entry is None or entry[6] is not resource:
-                return False
-            del self._sessions[key]
-            self._cleaned += 1
+        # No lock: the pop is atomic, and the entry (which holds *resource*) can only be
+        # the one of *resource*.
+        entry = self._sessions.pop(id(resource), None)
+        if entry is None:
+            return
         if self._listeners["session_closed"]:
             duration = time.monotonic() - entry[4]
             info = _info(entry, self._wall_offset)
             self.emit("session_closed", SessionEvent("session_closed", info, failed, duration))
-        return True
 
     def active_sessions(self) -> tuple[SessionInfo, ...]:
         """A snapshot of the live sessions, oldest first."""
         with self._lock:
-            entries = list(self._sessions.values())
+            entries = list(self._sessions.copy().values())
         return tuple(_info(entry, self._wall_offset) for entry in sorted(entries))
 
     # -- counters ---------------------------------------------------------------------------
@@ -318,10 +335,11 @@ class _Tracker:
     def snapshot(self, engines: Mapping[str, EngineStats]) -> PoolStats:
         """Every counter read under one lock."""
         with self._lock:
+            created, active = self._created, len(self._sessions)
             return PoolStats(
-                total_sessions_created=self._created,
-                active_sessions_count=len(self._sessions),
-                sessions_cleaned_up=self._cleaned,
+                total_sessions_created=created,
+                active_sessions_count=active,
+                sessions_cleaned_up=created - active,
                 pool_exhaustion_warnings=self._exhaustion,
                 context_isolation_violations=self._violations,
                 retries_by_category=types.MappingProxyType(dict(self._retries)),
@@ -407,18 +425,32 @@ class _PoolWatcher:
         self._out: set[Hashable] = set()
         self._armed = True
         self._size, self._capacity = _pool_shape(engine.pool)
+        # The checked-out count at which a checkout warns, precomputed (0: never warns).
         self._limit = (
-            None
+            0
             if self._capacity is None or threshold is None
             else max(1, math.ceil(threshold * self._capacity - 1e-9))
         )
+        # Without a limit nothing is ever decided on a checkout: the set alone (whose add and
+        # discard are atomic) keeps the count, no lock needed.
+        if not self._limit:
+            self._listeners: tuple[tuple[str, Callable[..., None]], ...] = (
+                ("checkout", self._count_checkout),
+                ("checkin", self._count_checkin),
+                ("detach", self._count_checkin),
+            )
+        else:
+            self._listeners = (
+                ("checkout", self._on_checkout),
+                ("checkin", self._on_checkin),
+                ("detach", self._on_checkin),
+            )
         self._attached = False
 
     def attach(self) -> None:
         """Listen to the engine's pool (SQLAlchemy carries the listeners over a dispose)."""
-        _sa.event.listen(self._engine, "checkout", self._on_checkout)
-        _sa.event.listen(self._engine, "checkin", self._on_checkin)
-        _sa.event.listen(self._engine, "detach", self._on_checkin)
+        for name, callback in self._listeners:
+            _sa.event.listen(self._engine, name, callback)
         self._attached = True
 
     def detach(self) -> None:
@@ -426,32 +458,35 @@ class _PoolWatcher:
         if not self._attached:
             return
         self._attached = False
-        for name, callback in (
-            ("checkout", self._on_checkout),
-            ("checkin", self._on_checkin),
-            ("detach", self._on_checkin),
-        ):
+        for name, callback in self._listeners:
             if _sa.event.contains(self._engine, name, callback):
                 _sa.event.remove(self._engine, name, callback)
 
+    def _count_checkout(self, _dbapi_connection: object, record: Hashable, _proxy: object) -> None:
+        self._out.add(record)
+
+    def _count_checkin(self, _dbapi_connection: object, record: Hashable) -> None:
+        self._out.discard(record)
+
     def _on_checkout(self, _dbapi_connection: object, record: Hashable, _proxy: object) -> None:
-        crossed = 0
+        out = self._out
         with self._lock:
-            if record in self._out:
+            if record in out:
                 return
-            self._out.add(record)
-            if self._limit is not None and self._armed and len(self._out) >= self._limit:
-                self._armed = False
-                crossed = len(self._out)
-        if crossed:
-            self._warn(crossed)
+            out.add(record)
+            if not self._armed or len(out) < self._limit:
+                return
+            self._armed = False
+            crossed = len(out)
+        self._warn(crossed)
 
     def _on_checkin(self, _dbapi_connection: object, record: Hashable) -> None:
+        out = self._out
         with self._lock:
-            if record not in self._out:
+            if record not in out:
                 return
-            self._out.remove(record)
-            if self._limit is not None and len(self._out) < self._limit:
+            out.remove(record)
+            if len(out) < self._limit:
                 self._armed = True
 
     def _warn(self, checked_out: int) -> None:
