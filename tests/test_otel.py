@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import threading
 
@@ -288,9 +289,181 @@ def test_retry_events_stay_with_their_own_transaction(telemetry, postgres_url):
     assert [[1]] * 20 == [[e.attributes["txpolicy.attempt"] for e in s.events] for s in spans]
 
 
+def _children(telemetry, parent, name):
+    """The finished spans called *name* whose parent is *parent*."""
+    span_id = parent.context.span_id
+    return [s for s in telemetry.spans(name) if s.parent is not None and s.parent.span_id == span_id]
+
+
+@pytest.mark.parametrize("form", ["decorator", "block", "context_manager"])
+def test_spans_started_in_the_body_are_children_of_the_transaction_span(
+    telemetry, sqlite_factory, form
+):
+    """The transaction's span is current while the body runs: a span the body starts (as
+    SQLAlchemy's or a driver's instrumentation does) is its child, in the same trace."""
+    tracer = telemetry.tracer_provider.get_tracer("app")
+
+    def body(session):
+        with tracer.start_as_current_span("statement"):
+            session.execute(sa.text("INSERT INTO item (id) VALUES (1)"))
+
+    if form == "decorator":
+        txpolicy.transactional(sqlite_factory, operation_type="tx")(body)()
+    elif form == "block":
+        for attempt in txpolicy.attempts(sqlite_factory, operation_type="tx"):
+            with attempt as session:
+                body(session)
+    else:
+        with txpolicy.transactional(sqlite_factory, operation_type="tx") as session:
+            body(session)
+
+    [transaction] = telemetry.spans("tx")
+    [statement] = telemetry.spans("statement")
+    assert transaction.context.span_id == statement.parent.span_id
+    assert transaction.context.trace_id == statement.context.trace_id
+    assert transaction.start_time <= statement.start_time <= statement.end_time
+    assert statement.end_time <= transaction.end_time
+    assert "committed" == transaction.attributes["txpolicy.outcome"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("form", ["decorator", "block", "context_manager"])
+async def test_async_spans_started_in_the_body_are_children_of_the_transaction_span(
+    telemetry, tmp_path, form
+):
+    """The same for async scopes: the span stays current in the task across awaits."""
+    tracer = telemetry.tracer_provider.get_tracer("app")
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'otel.db'}")
+    factory = async_sessionmaker(engine)
+
+    async def body(session):
+        with tracer.start_as_current_span("statement"):
+            await session.execute(sa.text("SELECT 1"))
+
+    try:
+        if form == "decorator":
+            await txpolicy.transactional(factory, operation_type="tx")(body)()
+        elif form == "block":
+            async for attempt in txpolicy.attempts(factory, operation_type="tx"):
+                async with attempt as session:
+                    await body(session)
+        else:
+            async with txpolicy.transactional(factory, operation_type="tx") as session:
+                await body(session)
+    finally:
+        await engine.dispose()
+
+    [transaction] = telemetry.spans("tx")
+    assert 1 == len(_children(telemetry, transaction, "statement"))
+    assert trace.INVALID_SPAN == trace.get_current_span()
+
+
+def test_every_attempt_runs_inside_the_one_transaction_span(telemetry, tmp_path):
+    """A real "database is locked", retried: both attempts' spans are children of the one
+    transaction span, whose retry event lies between them."""
+    tracer = telemetry.tracer_provider.get_tracer("app")
+    target = BenchTarget(f"sqlite:///{tmp_path / 'locked.db'}")
+
+    @txpolicy.transactional(target.retry_factory)
+    def write(session):
+        with tracer.start_as_current_span("attempt"):
+            target.write(session)
+
+    try:
+        target.arm()
+        with set_testing():
+            write()
+    finally:
+        target.close()
+
+    [transaction] = telemetry.spans(write.__qualname__)
+    first, second = sorted(_children(telemetry, transaction, "attempt"), key=lambda s: s.start_time)
+    [event] = transaction.events
+    assert (2, "committed") == (
+        transaction.attributes["txpolicy.attempts"],
+        transaction.attributes["txpolicy.outcome"],
+    )
+    assert ("txpolicy.retry", "lock_timeout") == (event.name, event.attributes["txpolicy.category"])
+    assert first.end_time <= event.timestamp <= second.start_time
+
+
+def test_nested_transactions_nest_their_spans(telemetry, sqlite_factory):
+    """A ``requires_new`` transaction inside another is a child span of it; a joined scope
+    is part of its owner's span and has none of its own."""
+
+    @txpolicy.transactional(sqlite_factory, propagation="requires_new")
+    def audit(session):
+        session.execute(sa.text("SELECT 1"))
+
+    @txpolicy.transactional(sqlite_factory)
+    def joined(session):
+        session.execute(sa.text("SELECT 1"))
+
+    @txpolicy.transactional(sqlite_factory)
+    def outer(session):
+        joined()
+        audit()
+
+    outer()
+
+    [span] = telemetry.spans(outer.__qualname__)
+    assert [] == telemetry.spans(joined.__qualname__)
+    assert 1 == len(_children(telemetry, span, audit.__qualname__))
+
+
+def test_a_body_error_ends_the_span_with_an_error_status(telemetry, sqlite_factory):
+    """An exception that is not a database error leaves the scope unchanged; its span says
+    ``error`` and records it, and no give-up is counted."""
+
+    @txpolicy.transactional(sqlite_factory)
+    def broken(session):
+        session.execute(sa.text("SELECT 1"))
+        raise LookupError("no such thing")
+
+    with pytest.raises(LookupError):
+        broken()
+
+    [span] = telemetry.spans()
+    assert ("error", "LookupError") == (
+        span.attributes["txpolicy.outcome"],
+        span.attributes["error.type"],
+    )
+    assert ["exception"] == [e.name for e in span.events]
+    assert trace.StatusCode.ERROR == span.status.status_code
+    assert 0 == telemetry.total("txpolicy.transaction.give_ups")
+
+
+def test_nothing_is_imported_or_registered_until_enabled():
+    """A process that never enables OpenTelemetry imports none of it and registers no hook,
+    even after importing ``txpolicy.instrumentation`` and running transactions."""
+    code = """
+import sys
+import sqlalchemy as sa
+from sqlalchemy.orm import sessionmaker
+import txpolicy, txpolicy.instrumentation
+from txpolicy._hooks import HOOKS
+
+engine = sa.create_engine("sqlite://")
+one = txpolicy.transactional(sessionmaker(engine))(lambda s: s.execute(sa.text("SELECT 1")))
+one()
+for attempt in txpolicy.attempts(engine):
+    with attempt as conn:
+        conn.execute(sa.text("SELECT 1"))
+engine.dispose()
+print(sorted(m for m in sys.modules if m.partition(".")[0] == "opentelemetry"))
+print((HOOKS.scope, HOOKS.retry, HOOKS.give_up, HOOKS.success))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+
+    assert ("", 0) == (done.stderr, done.returncode)
+    assert ["[]", "((), (), (), ())"] == done.stdout.splitlines()
+
+
 def test_disable_stops_the_spans(sqlite_factory):
     """After ``disable_opentelemetry()`` no span is recorded and no hook is left behind."""
-    before = (HOOKS.retry, HOOKS.give_up, HOOKS.success)
+    before = (HOOKS.scope, HOOKS.retry, HOOKS.give_up, HOOKS.success)
     t = Telemetry()
     enable_opentelemetry(tracer_provider=t.tracer_provider, meter_provider=t.meter_provider)
     assert is_opentelemetry_enabled()
@@ -300,7 +473,7 @@ def test_disable_stops_the_spans(sqlite_factory):
         session.execute(sa.text("SELECT 1"))
 
     assert not is_opentelemetry_enabled()
-    assert before == (HOOKS.retry, HOOKS.give_up, HOOKS.success)
+    assert before == (HOOKS.scope, HOOKS.retry, HOOKS.give_up, HOOKS.success)
     assert [] == t.spans()
     t.tracer_provider.shutdown()
     t.meter_provider.shutdown()
@@ -329,8 +502,8 @@ def test_without_opentelemetry_it_is_a_no_op(monkeypatch):
     """Without ``opentelemetry`` installed, enabling returns False and registers nothing,
     so the path where nothing fails stays free of hooks."""
     monkeypatch.setitem(sys.modules, "opentelemetry", None)  # what a missing package looks like
-    before = (HOOKS.retry, HOOKS.give_up, HOOKS.success)
+    before = (HOOKS.scope, HOOKS.retry, HOOKS.give_up, HOOKS.success)
 
     assert not enable_opentelemetry()
     assert not is_opentelemetry_enabled()
-    assert before == (HOOKS.retry, HOOKS.give_up, HOOKS.success)
+    assert before == (HOOKS.scope, HOOKS.retry, HOOKS.give_up, HOOKS.success)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _markers
 from ._config import CONFIG
+from ._hooks import HOOKS, ScopeHooks
 from ._scopes import (
     JOINED,
     SCOPES,
@@ -86,13 +87,12 @@ async def begin(scope: Scope) -> None:
     resource = scope.resource = binding.adapter.open(binding.spec, scope.context)
     if binding.yields == "connection" and resource.sync_connection is None:
         await resource.start()
-    if binding.plain and not scope.escalated:
+    if binding.quiet and not scope.escalated:
         return
     # An AsyncSession checks its connection out with the first statement, unless the options
     # must go on it first (or the escalation lock must come first).
     dialect = binding.dialect or dialect_of(resource, binding.yields)
     fixed = fixed_for(binding, dialect)
-    scope.dialect_name = fixed.name
     if scope.escalated or fixed.options is not None:
         dialect = await connect(scope)
         if scope.escalated:
@@ -249,6 +249,20 @@ async def call(
         outer = find_outer(binding)
         if outer is not None:
             return await call_inside(binding, outer, fn, args, kwargs)
+    if HOOKS.scope:
+        # Sync context managers: what they make current (contextvars) stays with this task.
+        with ScopeHooks(binding.operation):
+            return await call_owner(binding, fn, args, kwargs)
+    return await call_owner(binding, fn, args, kwargs)
+
+
+async def call_owner(
+    binding: Binding,
+    fn: Callable[..., Awaitable[T]],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> T:
+    """The attempts of a call that owns its transaction."""
     check = await start_check(binding, args, kwargs) if binding.checks else None
     run = None
     while True:

@@ -1,8 +1,8 @@
 """
-Attempt records, user hooks and logging: what a retrying scope tells the outside world.
+Attempt records, user hooks, scope hooks and logging: what a scope tells the outside world.
 
-Nothing here runs on the path where nothing fails, except one attribute read to learn whether
-anyone listens for ``"success"``.
+Nothing here runs on the path where nothing fails, except two attribute reads: whether anyone
+listens for ``"success"``, and whether a scope hook (:func:`add_scope_hook`) is registered.
 """
 
 from __future__ import annotations
@@ -10,15 +10,30 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Literal
 
 import attrs
 
 if TYPE_CHECKING:
+    from types import TracebackType
+
+    from typing_extensions import Self
+
     from ._binds import BindAdapter
     from ._exceptions import ErrorCategory
 
-__all__ = ["AttemptRecord", "HookEvent", "add_hook", "dispatch", "log_escalation", "logger"]
+__all__ = [
+    "AttemptRecord",
+    "HookEvent",
+    "ScopeHooks",
+    "add_hook",
+    "add_scope_hook",
+    "dispatch",
+    "log_escalation",
+    "logger",
+    "wanted",
+]
 
 HookEvent = Literal["retry", "give_up", "success"]
 _EVENTS: tuple[HookEvent, ...] = ("retry", "give_up", "success")
@@ -71,18 +86,20 @@ class AttemptRecord:
 
 
 Hook = Callable[[AttemptRecord], object]
+ScopeHook = Callable[[str], AbstractContextManager[object]]
 
 
 class _Hooks:
     """The registered user hooks, one immutable tuple per event (copy on write)."""
 
-    __slots__ = ("give_up", "lock", "retry", "success")
+    __slots__ = ("give_up", "lock", "retry", "scope", "success")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.retry: tuple[Hook, ...] = ()
         self.give_up: tuple[Hook, ...] = ()
         self.success: tuple[Hook, ...] = ()
+        self.scope: tuple[ScopeHook, ...] = ()
 
 
 HOOKS = _Hooks()
@@ -127,8 +144,128 @@ def add_hook(event: HookEvent, callback: Callable[[AttemptRecord], object]) -> C
     return remove
 
 
+def add_scope_hook(
+    factory: Callable[[str], AbstractContextManager[object]],
+) -> Callable[[], None]:
+    """
+    Enter ``factory(operation)`` around every transaction, while it runs.
+
+    The context manager it returns is entered when a transaction begins (before its first
+    attempt) and exited when it ends (after the commit, or when its error leaves the scope),
+    in the thread or task of the scope, so whatever it makes current (an OpenTelemetry span,
+    a log context) is current in the body and across its retries. It wraps every attempt
+    and wait of a decorated call or of an :func:`~txpolicy.attempts` block, and the single
+    attempt of ``with transactional(...)``; joined and savepoint scopes are part of the
+    transaction that owns them and enter nothing. The ``"retry"``, ``"give_up"`` and
+    ``"success"`` hooks (:func:`~txpolicy.add_hook`) of a transaction run inside it.
+
+    Its ``__exit__`` receives the error that leaves the scope (the classified one for
+    database errors), or ``None``; its return value is ignored (it cannot swallow the
+    error). A factory or context manager that raises is logged and never breaks the
+    transaction. Async scopes enter the same (sync) context manager. While none is
+    registered, a scope pays one attribute read.
+
+    Args:
+        factory: Called with the operation name (the scope's ``operation_type``, else the
+            decorated function's ``__qualname__``); returns a context manager.
+
+    Returns:
+        A function that removes the hook (calling it twice is harmless).
+
+    Raises:
+        TypeError: *factory* is not callable.
+
+    .. versionadded:: 0.1.0
+    """
+    if not callable(factory):
+        raise TypeError(f"scope hook factory must be callable, got {factory!r}")
+    with HOOKS.lock:
+        HOOKS.scope = (*HOOKS.scope, factory)
+
+    def remove() -> None:
+        with HOOKS.lock:
+            current = HOOKS.scope
+            if factory in current:
+                index = current.index(factory)
+                HOOKS.scope = current[:index] + current[index + 1 :]
+
+    return remove
+
+
+class ScopeHooks:
+    """
+    The scope hooks of one transaction: entered with :meth:`enter`, left once with :meth:`exit`.
+
+    The shells build one only when ``HOOKS.scope`` is not empty.
+    """
+
+    __slots__ = ("_entered", "_operation")
+
+    def __init__(self, operation: str) -> None:
+        self._operation = operation
+        self._entered: list[AbstractContextManager[object]] = []
+
+    def enter(self) -> Self:
+        """Enter every registered hook's context manager (one that fails is logged, skipped)."""
+        for factory in HOOKS.scope:
+            try:
+                manager = factory(self._operation)
+                manager.__enter__()
+            except Exception:  # noqa: PERF203 - each one is isolated from the others
+                _hook_logger.exception("txpolicy scope hook %r failed on entry", factory)
+            else:
+                self._entered.append(manager)
+        return self
+
+    def exit(self, error: BaseException | None) -> None:
+        """Leave them, innermost first, with the error that leaves the scope; idempotent."""
+        entered, self._entered = self._entered, []
+        while entered:
+            manager = entered.pop()
+            try:
+                if error is None:
+                    manager.__exit__(None, None, None)
+                else:
+                    manager.__exit__(type(error), error, error.__traceback__)
+            except Exception:
+                _hook_logger.exception("txpolicy scope hook %r failed on exit", manager)
+
+    def __enter__(self) -> Self:
+        return self.enter()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.exit(exc)
+
+
+def _level(event: str, reason: str | None) -> int:
+    """The logging level of an attempt record (0: not logged)."""
+    if event == "retry":
+        return logging.INFO
+    if event == "give_up":
+        # A non-retryable error (a constraint violation, a syntax error) is the caller's
+        # business, not an operational event: log it quietly.
+        return logging.DEBUG if reason == "not_retryable" else logging.WARNING
+    return 0  # success: never logged
+
+
+def wanted(adapter_listens: bool, event: HookEvent, reason: str | None) -> bool:
+    """Whether anyone would see an attempt record: the adapter, a user hook or the logger."""
+    if adapter_listens or getattr(HOOKS, event):
+        return True
+    level = _level(event, reason)
+    return bool(level) and logger.isEnabledFor(level)
+
+
 def _log(record: AttemptRecord) -> None:
     """One logging record per retry and per give-up, with structured ``extra`` fields."""
+    level = _level(record.event, record.reason)
+    if not level or not logger.isEnabledFor(level):
+        return
     code = record.sqlstate if record.sqlstate is not None else record.vendor_code
     extra = {
         "txpolicy_event": record.event,
@@ -151,11 +288,9 @@ def _log(record: AttemptRecord) -> None:
             record.wait,
             extra=extra,
         )
-    elif record.event == "give_up":
-        # A non-retryable error (a constraint violation, a syntax error) is the caller's
-        # business, not an operational event: log it quietly.
-        log = logger.debug if record.reason == "not_retryable" else logger.warning
-        log(
+    else:
+        logger.log(
+            level,
             "giving up on %s after attempt %d failed with %s (code %s): %s",
             record.operation,
             record.attempt,

@@ -230,37 +230,57 @@ DEFAULT_POLICY = RetryPolicy()
 """The policy of scopes that name none and whose bind has no default."""
 
 
+# The tenacity wait object of each policy (they are stateless): a policy's calls share one.
+# Keyed by id; the entry holds the policy, so that the id cannot be reused while it is cached.
+_WAITS: dict[int, tuple[RetryPolicy, _t.wait.wait_base]] = {}
+
+
+def _wait_of(policy: RetryPolicy) -> _t.wait.wait_base:
+    """The wait object that computes *policy*'s backoff (built once per policy)."""
+    cached = _WAITS.get(id(policy))
+    if cached is not None and cached[0] is policy:
+        return cached[1]
+    wait: _t.wait.wait_base
+    if policy.wait is not None:
+        wait = policy.wait
+    elif policy.jitter == "full":
+        wait = _t.wait_random_exponential(multiplier=policy.wait_initial, max=policy.wait_max)
+    else:
+        wait = _t.wait_exponential(multiplier=policy.wait_initial, max=policy.wait_max)
+    if len(_WAITS) >= 256:  # policies made on the fly: keep the cache bounded
+        _WAITS.clear()
+    _WAITS[id(policy)] = (policy, wait)
+    return wait
+
+
 class Backoff:
     """
     The retry state of one call, built after its first failure only.
 
     Holds tenacity's wait object and a ``RetryCallState`` that is kept up to date, so that the
-    escape-hatch ``wait`` / ``stop`` objects see what they expect.
+    escape-hatch ``wait`` / ``stop`` objects see what they expect. The built-in waits only
+    read the attempt number, so the failed attempt's outcome (a tenacity ``Future``, which
+    builds a lock) is only recorded for an escape-hatch object.
     """
 
-    __slots__ = ("_policy", "_state", "_wait")
+    __slots__ = ("_custom", "_policy", "_state", "_wait")
 
     def __init__(self, policy: RetryPolicy, start: float) -> None:
         self._policy = policy
-        if policy.wait is not None:
-            self._wait: _t.wait.wait_base = policy.wait
-        elif policy.jitter == "full":
-            self._wait = _t.wait_random_exponential(
-                multiplier=policy.wait_initial, max=policy.wait_max
-            )
-        else:
-            self._wait = _t.wait_exponential(multiplier=policy.wait_initial, max=policy.wait_max)
+        self._wait = _wait_of(policy)
+        self._custom = policy.wait is not None or policy.stop is not None
         self._state = _t.RetryCallState(None, None, (), {})  # type: ignore[arg-type]
         self._state.start_time = start
 
     def failed(self, attempt: int, error: BaseException, now: float) -> None:
         """Record that *attempt* failed with *error* at monotonic time *now*."""
-        future = _t.Future(attempt)
-        future.set_exception(error)
         state = self._state
         state.attempt_number = attempt
-        state.outcome = future
         state.outcome_timestamp = now
+        if self._custom:
+            future = _t.Future(attempt)
+            future.set_exception(error)
+            state.outcome = future
 
     def next_wait(self) -> float:
         """The wait before the next attempt (tenacity's computation), never negative."""

@@ -50,7 +50,7 @@ from ._decide import (
 )
 from ._escalation import Gate, gate_for, lock_key
 from ._exceptions import ConfigurationError, ContextIsolationError, TransactionError
-from ._hooks import HOOKS, AttemptRecord, dispatch, log_escalation
+from ._hooks import HOOKS, AttemptRecord, ScopeHooks, dispatch, log_escalation, wanted
 from ._policy import Backoff, RetryPolicy
 from ._stats import StatisticsRecorder
 
@@ -98,6 +98,7 @@ class Binding:
         "plain_adapter",
         "policy",
         "propagation",
+        "quiet",
         "read_only",
         "resolve_context",
         "spec",
@@ -150,6 +151,14 @@ class Binding:
             and not spec.read_only
             and spec.lock_timeout is None
             and spec.statement_timeout is None
+        )
+        # Whether an attempt has nothing to do between open() and the body: plain binds, and
+        # binds of a known dialect that gets no options and no statements (a Database on
+        # SQLite). The shells then skip the dialect lookup altogether.
+        if self.dialect is not None:
+            self.fixed = Fixed(self, self.dialect)
+        self.quiet = self.plain or (
+            self.fixed is not None and self.fixed.options is None and not self.fixed.statements
         )
 
     def context(self) -> Any:
@@ -224,6 +233,7 @@ class Scope:
     check: Check | None = None  # owner scopes of a bind with verify= / commit_marker=
     escalated: bool = False  # the attempt runs alone (``escalate_after``)
     gate_token: object = None  # set once it passed its bind's gate (left in :func:`pop`)
+    hooks: ScopeHooks | None = None  # the scope hooks of ``with transactional(...)``, if any
 
     def __init__(self, binding: Binding, kind: int, owner: object) -> None:
         self.binding = binding
@@ -662,6 +672,10 @@ def _emit(
     reason: str | None,
 ) -> None:
     """Build the attempt record and hand it to logging, the adapter and the user hooks."""
+    binding = scope.binding
+    # Plain binds have no listener: with no user hook and the logger off, no one would see it.
+    if not wanted(not binding.plain_adapter, event, reason):
+        return
     record = AttemptRecord(
         event=event,
         operation=scope.binding.operation,

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _markers
 from ._config import CONFIG
+from ._hooks import HOOKS, ScopeHooks
 from ._scopes import (
     JOINED,
     SCOPES,
@@ -82,13 +83,12 @@ def begin(scope: Scope) -> None:
     """Open the attempt's Session / Connection and apply the scope's options."""
     binding = scope.binding
     resource = scope.resource = binding.adapter.open(binding.spec, scope.context)
-    if binding.plain and not scope.escalated:
+    if binding.quiet and not scope.escalated:
         return
     # A Session checks its connection out with the first statement, unless the options must
     # go on it first (or the escalation lock must come first).
     dialect = binding.dialect or dialect_of(resource, binding.yields)
     fixed = fixed_for(binding, dialect)
-    scope.dialect_name = fixed.name
     if scope.escalated or fixed.options is not None:
         dialect = connect(scope)
         if scope.escalated:
@@ -237,6 +237,16 @@ def call(
         outer = find_outer(binding)
         if outer is not None:
             return call_inside(binding, outer, fn, args, kwargs)
+    if HOOKS.scope:
+        with ScopeHooks(binding.operation):
+            return call_owner(binding, fn, args, kwargs)
+    return call_owner(binding, fn, args, kwargs)
+
+
+def call_owner(
+    binding: Binding, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> T:
+    """The attempts of a call that owns its transaction."""
     check = start_check(binding, args, kwargs) if binding.checks else None
     run = None
     while True:

@@ -17,6 +17,7 @@ from . import _async, _sync
 from ._binds import Propagation, ScopeSpec, normalize_isolation, resolve_bind
 from ._context import UserContext
 from ._exceptions import ConfigurationError, NoActiveTransaction
+from ._hooks import HOOKS, ScopeHooks
 from ._markers import CommitMarker, resolve_commit_marker
 from ._policy import RetryPolicy
 from ._scopes import (
@@ -255,8 +256,15 @@ class Transactional(Generic[R]):
         if outer is not None:
             scope = _sync.enter_inside(binding, outer)
         else:
-            check = _sync.start_check(binding, (), {}) if binding.checks else None
-            scope = _sync.open_owner(binding, None, retry=False)
+            hooks = ScopeHooks(binding.operation).enter() if HOOKS.scope else None
+            try:
+                check = _sync.start_check(binding, (), {}) if binding.checks else None
+                scope = _sync.open_owner(binding, None, retry=False)
+            except BaseException as exc:
+                if hooks is not None:
+                    hooks.exit(exc)
+                raise
+            scope.hooks = hooks
             if check is not None:
                 scope.check = check
         resource: R = scope.resource
@@ -272,10 +280,19 @@ class Transactional(Generic[R]):
         outcome: Run | BaseException | None
         if scope.kind != OWNER:
             outcome = _sync.leave_inside(scope, exc)
-        elif exc is None:
-            outcome = _sync.complete(scope, retry=False)
         else:
-            outcome = _sync.failed(scope, exc, retry=False)
+            try:
+                if exc is None:
+                    outcome = _sync.complete(scope, retry=False)
+                else:
+                    outcome = _sync.failed(scope, exc, retry=False)
+            except BaseException as error:
+                if scope.hooks is not None:
+                    scope.hooks.exit(error)
+                raise
+            if scope.hooks is not None:
+                assert not isinstance(outcome, Run)
+                scope.hooks.exit(outcome)  # the error that leaves the scope, or None
         assert not isinstance(outcome, Run)
         if outcome is not None and outcome is not exc:
             raise outcome
@@ -305,8 +322,15 @@ class AsyncTransactional(Generic[R]):
         if outer is not None:
             scope = await _async.enter_inside(binding, outer)
         else:
-            check = await _async.start_check(binding, (), {}) if binding.checks else None
-            scope = await _async.open_owner(binding, None, retry=False)
+            hooks = ScopeHooks(binding.operation).enter() if HOOKS.scope else None
+            try:
+                check = await _async.start_check(binding, (), {}) if binding.checks else None
+                scope = await _async.open_owner(binding, None, retry=False)
+            except BaseException as exc:
+                if hooks is not None:
+                    hooks.exit(exc)
+                raise
+            scope.hooks = hooks
             if check is not None:
                 scope.check = check
         resource: R = scope.resource
@@ -322,10 +346,19 @@ class AsyncTransactional(Generic[R]):
         outcome: Run | BaseException | None
         if scope.kind != OWNER:
             outcome = await _async.leave_inside(scope, exc)
-        elif exc is None:
-            outcome = await _async.complete(scope, retry=False)
         else:
-            outcome = await _async.failed(scope, exc, retry=False)
+            try:
+                if exc is None:
+                    outcome = await _async.complete(scope, retry=False)
+                else:
+                    outcome = await _async.failed(scope, exc, retry=False)
+            except BaseException as error:
+                if scope.hooks is not None:
+                    scope.hooks.exit(error)
+                raise
+            if scope.hooks is not None:
+                assert not isinstance(outcome, Run)
+                scope.hooks.exit(outcome)  # the error that leaves the scope, or None
         assert not isinstance(outcome, Run)
         if outcome is not None and outcome is not exc:
             raise outcome
@@ -337,14 +370,31 @@ class AsyncTransactional(Generic[R]):
 class _AttemptBase:
     """State shared by :class:`Attempt` and :class:`AsyncAttempt`."""
 
-    __slots__ = ("_binding", "_check", "_next", "_run", "_scope")
+    __slots__ = ("_binding", "_check", "_hooks", "_next", "_run", "_scope")
 
-    def __init__(self, binding: Binding, run: Run | None, check: Check | None = None) -> None:
+    def __init__(
+        self,
+        binding: Binding,
+        run: Run | None,
+        check: Check | None = None,
+        hooks: ScopeHooks | None = None,
+    ) -> None:
         self._binding = binding
         self._run = run
         self._scope: Scope | None = None
         self._next: Run | None = None
         self._check = check  # the block's Check, made by its first owner attempt
+        self._hooks = hooks  # the block's scope hooks, entered by its first owner attempt
+
+    def _start_hooks(self) -> None:
+        """The first owner attempt of the block enters the scope hooks (when any)."""
+        if self._run is None and HOOKS.scope:
+            self._hooks = ScopeHooks(self._binding.operation).enter()
+
+    def _end_hooks(self, error: BaseException | None) -> None:
+        """The block is over (committed, or *error* leaves it): leave the scope hooks."""
+        if self._hooks is not None:
+            self._hooks.exit(error)
 
     @property
     def num(self) -> int:
@@ -358,11 +408,12 @@ class _AttemptBase:
 
     def _settled(self, outcome: Run | BaseException | None, exc: BaseException | None) -> bool:
         """Turn the outcome of the attempt into ``__exit__``'s answer (True: retry)."""
-        if outcome is None:
-            return False
         if isinstance(outcome, Run):
             self._next = outcome
             return True
+        self._end_hooks(outcome)
+        if outcome is None:
+            return False
         if outcome is exc:
             return False
         raise outcome
@@ -383,9 +434,14 @@ class Attempt(_AttemptBase, Generic[R]):
         if outer is not None:
             scope = _sync.enter_inside(binding, outer)
         else:
-            if binding.checks and self._check is None:
-                self._check = _sync.start_check(binding, (), {})
-            scope = _sync.open_owner(binding, self._run, retry=True)
+            self._start_hooks()
+            try:
+                if binding.checks and self._check is None:
+                    self._check = _sync.start_check(binding, (), {})
+                scope = _sync.open_owner(binding, self._run, retry=True)
+            except BaseException as exc:
+                self._end_hooks(exc)
+                raise
             if self._check is not None:
                 scope.check = self._check
         self._scope = scope
@@ -402,10 +458,15 @@ class Attempt(_AttemptBase, Generic[R]):
         assert scope is not None
         if scope.kind != OWNER:
             outcome: Run | BaseException | None = _sync.leave_inside(scope, exc)
-        elif exc is None:
-            outcome = _sync.complete(scope, retry=True)
         else:
-            outcome = _sync.failed(scope, exc, retry=True)
+            try:
+                if exc is None:
+                    outcome = _sync.complete(scope, retry=True)
+                else:
+                    outcome = _sync.failed(scope, exc, retry=True)
+            except BaseException as error:
+                self._end_hooks(error)
+                raise
         return self._settled(outcome, exc)
 
 
@@ -424,9 +485,14 @@ class AsyncAttempt(_AttemptBase, Generic[R]):
         if outer is not None:
             scope = await _async.enter_inside(binding, outer)
         else:
-            if binding.checks and self._check is None:
-                self._check = await _async.start_check(binding, (), {})
-            scope = await _async.open_owner(binding, self._run, retry=True)
+            self._start_hooks()
+            try:
+                if binding.checks and self._check is None:
+                    self._check = await _async.start_check(binding, (), {})
+                scope = await _async.open_owner(binding, self._run, retry=True)
+            except BaseException as exc:
+                self._end_hooks(exc)
+                raise
             if self._check is not None:
                 scope.check = self._check
         self._scope = scope
@@ -443,10 +509,15 @@ class AsyncAttempt(_AttemptBase, Generic[R]):
         assert scope is not None
         if scope.kind != OWNER:
             outcome: Run | BaseException | None = await _async.leave_inside(scope, exc)
-        elif exc is None:
-            outcome = await _async.complete(scope, retry=True)
         else:
-            outcome = await _async.failed(scope, exc, retry=True)
+            try:
+                if exc is None:
+                    outcome = await _async.complete(scope, retry=True)
+                else:
+                    outcome = await _async.failed(scope, exc, retry=True)
+            except BaseException as error:
+                self._end_hooks(error)
+                raise
         return self._settled(outcome, exc)
 
 
@@ -468,17 +539,21 @@ class Attempts(Generic[R]):
 
     def __iter__(self) -> Iterator[Attempt[R]]:
         last: Attempt[R] | None = None
-        while True:
-            if last is not None:
-                run = last._next
-                if run is None:
-                    return
-                _sync.sleep(run)
-            if last is None:
-                last = Attempt(self._binding, None)
-            else:
-                last = Attempt(self._binding, last._next, last._check)
-            yield last
+        try:
+            while True:
+                if last is not None:
+                    run = last._next
+                    if run is None:
+                        return
+                    _sync.sleep(run)
+                if last is None:
+                    last = Attempt(self._binding, None)
+                else:
+                    last = Attempt(self._binding, last._next, last._check, last._hooks)
+                yield last
+        finally:
+            if last is not None:  # a loop left between attempts: the block is over
+                last._end_hooks(None)
 
 
 class AsyncAttempts(Generic[R]):
@@ -519,7 +594,7 @@ class _AsyncAttemptIterator(Generic[R]):
         attempt: AsyncAttempt[R] = (
             AsyncAttempt(self._binding, None)
             if last is None
-            else AsyncAttempt(self._binding, last._next, last._check)
+            else AsyncAttempt(self._binding, last._next, last._check, last._hooks)
         )
         self._last = attempt
         return attempt

@@ -1,17 +1,18 @@
 """
-OpenTelemetry: a span per transaction, an event per retry, and counters.
+OpenTelemetry: a live span per transaction, an event per retry, and counters.
 
-Built on the attempt hooks (``txpolicy._hooks``): nothing is registered until
-:func:`enable_opentelemetry` is called, and ``opentelemetry`` is imported only then, so a
-process that never enables it (or has no OpenTelemetry installed) pays nothing.
+Built on the scope hook and the attempt hooks (``txpolicy._hooks``): nothing is registered
+until :func:`enable_opentelemetry` is called, and ``opentelemetry`` is imported only then, so
+a process that never enables it (or has no OpenTelemetry installed) pays nothing.
 
-The hooks report attempts, not the start of a transaction, so the span is recorded when the
-transaction ends, with its real start time (``elapsed`` before the final record) and the
-retry events at the moments they happened. It is a child of the span that is current where
-the transaction runs (a request, a job); it is not itself current while the body runs, so
-statement spans (from SQLAlchemy's instrumentation) are its siblings, not its children.
-Retry events wait in a ``ContextVar`` (per thread and per task) until their transaction
-ends; a transaction claims those with its own operation name that happened after it began.
+The scope hook starts the transaction's span with ``start_as_current_span`` when the
+transaction begins and ends it when the transaction ends, so the span is current while the
+body runs and across the retries: spans started inside the body (SQLAlchemy's or psycopg's
+instrumentation, the application's own) are its children. The attempt hooks, which run
+inside it, add the retry events, the outcome attributes and the error status, and feed the
+counters. A ``ContextVar`` (per thread and per task) points at the innermost transaction
+span, so that a record annotates its own transaction's span even when the body left another
+span current.
 """
 
 from __future__ import annotations
@@ -19,28 +20,22 @@ from __future__ import annotations
 import contextvars
 import importlib.metadata
 import threading
-import time
 from typing import TYPE_CHECKING, Any
 
 from .._decide import effective_category
 from .._exceptions import ErrorCategory, TransactionError
-from .._hooks import add_hook
+from .._hooks import add_hook, add_scope_hook
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from contextlib import AbstractContextManager
+    from types import TracebackType
 
     from .._hooks import AttemptRecord
 
 __all__ = ["disable_opentelemetry", "enable_opentelemetry", "is_opentelemetry_enabled"]
 
 _SCOPE = "txpolicy"
-_MAX_PENDING = 64  # retry events of transactions that never ended (a KeyboardInterrupt)
-
-# (operation, time in ns since the epoch, event attributes), oldest first.
-_Pending = tuple[str, int, dict[str, Any]]
-_PENDING: contextvars.ContextVar[tuple[_Pending, ...]] = contextvars.ContextVar(
-    "txpolicy_otel_pending", default=()
-)
 
 
 def _code_attributes(record: AttemptRecord) -> dict[str, Any]:
@@ -63,8 +58,64 @@ def _is_ambiguous(record: AttemptRecord) -> bool:
     return record.category is ErrorCategory.COMMIT_UNKNOWN
 
 
+class _TransactionSpan:
+    """The scope hook's context manager: the transaction's span, current while it runs."""
+
+    __slots__ = ("_error_status", "_manager", "_token", "operation", "settled", "span")
+
+    def __init__(
+        self,
+        manager: AbstractContextManager[Any],
+        operation: str,
+        error_status: Callable[[str], Any],
+    ) -> None:
+        self._manager = manager  # tracer.start_as_current_span(...)
+        self._error_status = error_status
+        self._token: contextvars.Token[_TransactionSpan | None] | None = None
+        self.operation = operation
+        self.settled = False  # a "success" or "give_up" record has set the outcome
+        self.span: Any = None
+
+    def __enter__(self) -> Any:
+        self.span = self._manager.__enter__()
+        self._token = _CURRENT.set(self)
+        return self.span
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._token is not None:
+            _CURRENT.reset(self._token)
+            self._token = None
+        # An error no record settled: not a database error (the body's own exception).
+        # Like start_as_current_span itself, only Exception subclasses are errors.
+        if not self.settled and isinstance(exc, Exception):
+            self.span.set_attribute("txpolicy.outcome", "error")
+            self.span.set_attribute("error.type", type(exc).__name__)
+            self.span.record_exception(exc)
+            self.span.set_status(self._error_status(str(exc) or type(exc).__name__))
+        self._manager.__exit__(None, None, None)
+
+
+# The innermost transaction span of this thread or task.
+_CURRENT: contextvars.ContextVar[_TransactionSpan | None] = contextvars.ContextVar(
+    "txpolicy_otel_transaction", default=None
+)
+
+
+def _span_of(record: AttemptRecord) -> _TransactionSpan | None:
+    """The live span of the transaction *record* belongs to (none if enabled meanwhile)."""
+    current = _CURRENT.get()
+    if current is not None and current.operation == record.operation:
+        return current
+    return None
+
+
 class _Instrumentation:
-    """The tracer, the instruments and the three hooks that feed them."""
+    """The tracer, the instruments, the scope hook and the three hooks that feed them."""
 
     def __init__(self, tracer: Any, meter: Any, error_status: Callable[[str], Any]) -> None:
         self._tracer = tracer
@@ -95,17 +146,28 @@ class _Instrumentation:
             description="Time from the first attempt's start to the commit or the give-up.",
         )
 
+    def scope(self, operation: str) -> _TransactionSpan:
+        """The scope hook: the transaction's span, started when it begins."""
+        manager = self._tracer.start_as_current_span(
+            operation,
+            attributes={"txpolicy.operation": operation},
+            record_exception=False,  # the records (or _TransactionSpan) say what failed
+            set_status_on_exception=False,
+        )
+        return _TransactionSpan(manager, operation, self._error_status)
+
     def on_retry(self, record: AttemptRecord) -> None:
-        """Count the retry and keep its event for the span of its transaction."""
+        """Count the retry and add its event to the span of its transaction."""
         operation = record.operation
         attributes = _code_attributes(record)
         self.retries.add(1, {"txpolicy.operation": operation, **attributes})
         if _is_ambiguous(record):
             self.ambiguous.add(1, {"txpolicy.operation": operation})
-        attributes["txpolicy.attempt"] = record.attempt
-        attributes["txpolicy.wait"] = record.wait
-        pending = _PENDING.get()[-_MAX_PENDING + 1 :]
-        _PENDING.set((*pending, (operation, time.time_ns(), attributes)))
+        transaction = _span_of(record)
+        if transaction is not None:
+            attributes["txpolicy.attempt"] = record.attempt
+            attributes["txpolicy.wait"] = record.wait
+            transaction.span.add_event("txpolicy.retry", attributes)
 
     def on_success(self, record: AttemptRecord) -> None:
         """The transaction committed."""
@@ -129,25 +191,17 @@ class _Instrumentation:
     def _end(
         self, record: AttemptRecord, attributes: dict[str, Any], error: BaseException | None
     ) -> None:
-        """Record the finished transaction's span, with the retry events that are its own."""
+        """Settle the transaction's span (it ends with the scope) and count the transaction."""
         operation = record.operation
-        end = time.time_ns()
-        start = end - int(record.elapsed * 1e9)
-        mine: list[_Pending] = []
-        others: list[_Pending] = []
-        for pending in _PENDING.get():
-            (mine if pending[0] == operation and pending[1] >= start else others).append(pending)
-        if mine:
-            _PENDING.set(tuple(others))
-        attributes["txpolicy.operation"] = operation
-        attributes["txpolicy.attempts"] = record.attempt
-        span = self._tracer.start_span(operation, start_time=start, attributes=attributes)
-        for _, timestamp, event in mine:
-            span.add_event("txpolicy.retry", event, timestamp=timestamp)
-        if error is not None:
-            span.record_exception(error, timestamp=end)
-            span.set_status(self._error_status(str(error) or type(error).__name__))
-        span.end(end_time=end)
+        transaction = _span_of(record)
+        if transaction is not None:
+            transaction.settled = True
+            span = transaction.span
+            attributes["txpolicy.attempts"] = record.attempt
+            span.set_attributes(attributes)
+            if error is not None:
+                span.record_exception(error)
+                span.set_status(self._error_status(str(error) or type(error).__name__))
         labels = {
             "txpolicy.operation": operation,
             "txpolicy.outcome": attributes["txpolicy.outcome"],
@@ -164,12 +218,18 @@ def enable_opentelemetry(*, tracer_provider: Any = None, meter_provider: Any = N
     """
     Emit an OpenTelemetry span per transaction, an event per retry, and counters.
 
-    Every transactional scope (decorated call, ``attempts()`` block, context manager) is
-    recorded as one span named after its operation (the decorated function's
-    ``__qualname__`` or the scope's ``operation_type``) with the attributes
-    ``txpolicy.operation``, ``txpolicy.attempts`` and ``txpolicy.outcome`` (``committed`` or
-    ``gave_up``; then also ``txpolicy.reason``, ``txpolicy.category``, ``txpolicy.sqlstate``
-    / ``txpolicy.vendor_code``, ``error.type``, an exception event and an error status). Each
+    Every transaction (decorated call, ``attempts()`` block, ``with transactional(...)``;
+    joined and savepoint scopes are part of their owner's) is one span named after its
+    operation (the decorated function's ``__qualname__`` or the scope's
+    ``operation_type``). The span starts when the transaction begins and ends when it does,
+    and it is the current span meanwhile: spans started in the body, by SQLAlchemy's or a
+    driver's instrumentation or by the application, are its children, and it is itself a
+    child of the span current where the transaction runs. Its attributes are
+    ``txpolicy.operation``, ``txpolicy.attempts`` and ``txpolicy.outcome``: ``committed``;
+    ``gave_up`` (a database error was raised: then also ``txpolicy.reason``,
+    ``txpolicy.category``, ``txpolicy.sqlstate`` / ``txpolicy.vendor_code``, ``error.type``,
+    an exception event and an error status); or ``error`` (the body raised an exception that
+    is not a database error: ``error.type``, an exception event and an error status). Each
     retry adds a ``txpolicy.retry`` event with ``txpolicy.category``, ``txpolicy.sqlstate`` /
     ``txpolicy.vendor_code``, ``txpolicy.attempt`` and ``txpolicy.wait`` (seconds).
 
@@ -177,8 +237,10 @@ def enable_opentelemetry(*, tracer_provider: Any = None, meter_provider: Any = N
     ``.retries`` (by category), ``.give_ups`` (by category and reason) and
     ``.ambiguous_commits``, and the histogram ``txpolicy.transaction.duration`` (seconds).
 
-    Calling it again replaces the previous providers. It costs nothing until it is called;
-    once enabled, every transaction pays for one attempt record and one span.
+    Calling it again replaces the previous providers (a transaction already running keeps
+    the span it started with). It costs nothing until it is called; once enabled, every
+    transaction pays for one attempt record and one span. It is built on
+    :func:`~txpolicy.instrumentation.add_scope_hook` and :func:`~txpolicy.add_hook`.
 
     Args:
         tracer_provider: The provider to use; the global one when ``None``.
@@ -204,6 +266,7 @@ def enable_opentelemetry(*, tracer_provider: Any = None, meter_provider: Any = N
         _remove_hooks()
         _removers.extend(
             [
+                add_scope_hook(instrumentation.scope),
                 add_hook("retry", instrumentation.on_retry),
                 add_hook("give_up", instrumentation.on_give_up),
                 add_hook("success", instrumentation.on_success),
