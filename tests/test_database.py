@@ -245,6 +245,16 @@ def test_session_info_describes_the_session(db):
     assert () == db.active_sessions()
 
 
+def test_session_ids_are_unique_in_the_process(db, tmp_path):
+    """Two databases never hand out the same session id, and ids increase."""
+    with Database(f"sqlite:///{tmp_path / 'other.sqlite'}") as other:
+        with db.get_session(), other.get_session(), db.get_session(), other.get_session():
+            ids = [info.session_id for info in (*db.active_sessions(), *other.active_sessions())]
+
+    assert 4 == len(set(ids))
+    assert sorted(ids[:2]) == ids[:2]
+
+
 def test_bound_context_is_used_by_default(db):
     """Without user_context=, get_session uses the context bound to the thread."""
     with user_context(UserContext(7)), db.get_session():

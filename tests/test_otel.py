@@ -119,6 +119,17 @@ def test_one_span_per_committed_call(telemetry, sqlite_factory):
     assert 0 == telemetry.total("txpolicy.transaction.retries")
 
 
+def test_nothing_but_the_span_is_added_to_the_path_where_nothing_fails(telemetry):
+    """Enabled, the instrumentation registers a scope hook and the failure hooks only: a
+    transaction that commits at once builds no attempt record (its span says it committed)."""
+    assert (1, 1, 1, ()) == (
+        len(HOOKS.scope),
+        len(HOOKS.retry),
+        len(HOOKS.give_up),
+        HOOKS.success,
+    )
+
+
 def test_a_real_serialization_failure_is_a_retry_event(telemetry, pg_target):
     """A real 40001 retried once: one span with one event carrying category, SQLSTATE,
     attempt and wait; the retry counter counts it by category."""

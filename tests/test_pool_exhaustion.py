@@ -160,6 +160,49 @@ def test_counts_are_exact_under_threads(postgres_url, caplog):
     )
 
 
+def test_unbounded_counts_are_exact_under_threads(postgres_url):
+    """
+    An unbounded pool (nothing to warn about) is counted without a lock: six threads holding
+    a connection each are six checked out, and the count is back to zero when they are done.
+    """
+    rounds, workers = 10, 6
+    barrier = threading.Barrier(workers + 1, timeout=30)
+    errors, held = [], []
+    with Database(postgres_url, pool_size=2, max_overflow=None) as db:
+
+        def work() -> None:
+            try:
+                for _ in range(rounds):
+                    with db.get_session() as session:
+                        session.execute(sa.text("SELECT 1"))
+                        barrier.wait()  # all hold a connection: the main thread counts
+                        barrier.wait()
+            except BaseException as exc:
+                errors.append(exc)
+                barrier.abort()
+
+        threads = [threading.Thread(target=work) for _ in range(workers)]
+        for thread in threads:
+            thread.start()
+        try:
+            for _ in range(rounds):
+                barrier.wait()
+                held.append(db.stats().engines["primary"].checked_out)
+                barrier.wait()
+        finally:
+            for thread in threads:
+                thread.join(60)
+        stats = db.stats()
+
+    assert [] == errors
+    assert [workers] * rounds == held
+    assert (0, None, 0) == (
+        stats.engines["primary"].checked_out,
+        stats.engines["primary"].capacity,
+        stats.pool_exhaustion_warnings,
+    )
+
+
 def test_raising_pool_listener_does_not_break_checkout(postgres_url, caplog):
     """A pool_exhausted listener that raises is logged; the session still works."""
 

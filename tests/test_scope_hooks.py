@@ -140,6 +140,23 @@ def test_a_retried_block_is_one_scope(recorder, locked_target):
     assert [("enter", "block"), ("exit", "block", None)] == recorder.log
 
 
+def test_leaving_a_block_between_attempts_leaves_the_hook(recorder, locked_target):
+    """A loop left after a failed attempt that would have been retried still leaves the
+    hook (with the GeneratorExit that closes the block), so nothing stays current."""
+    locked_target.arm()
+
+    with set_testing():
+        for attempt in txpolicy.attempts(locked_target.retry_factory, operation_type="block"):
+            with attempt as session:
+                locked_target.write(session)
+            break
+
+    [entered, (event, operation, error)] = recorder.log
+    assert (("enter", "block"), "exit", "block") == (entered, event, operation)
+    assert GeneratorExit is type(error)
+    assert INSIDE.get() is None
+
+
 def test_joined_scopes_enter_nothing(recorder, factory):
     """Joined and savepoint scopes belong to their owner's transaction; a ``requires_new``
     scope is a transaction of its own, inside the owner's."""

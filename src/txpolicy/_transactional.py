@@ -551,9 +551,10 @@ class Attempts(Generic[R]):
                 else:
                     last = Attempt(self._binding, last._next, last._check, last._hooks)
                 yield last
-        finally:
-            if last is not None:  # a loop left between attempts: the block is over
-                last._end_hooks(None)
+        except BaseException as exc:  # the loop was left between attempts (GeneratorExit)
+            if last is not None:
+                last._end_hooks(exc)
+            raise
 
 
 class AsyncAttempts(Generic[R]):

@@ -1,18 +1,19 @@
 """
 OpenTelemetry: a live span per transaction, an event per retry, and counters.
 
-Built on the scope hook and the attempt hooks (``txpolicy._hooks``): nothing is registered
-until :func:`enable_opentelemetry` is called, and ``opentelemetry`` is imported only then, so
-a process that never enables it (or has no OpenTelemetry installed) pays nothing.
+Built on the scope hook and the ``"retry"`` / ``"give_up"`` attempt hooks
+(``txpolicy._hooks``): nothing is registered until :func:`enable_opentelemetry` is called,
+and ``opentelemetry`` is imported only then, so a process that never enables it (or has no
+OpenTelemetry installed) pays nothing.
 
 The scope hook starts the transaction's span with ``start_as_current_span`` when the
 transaction begins and ends it when the transaction ends, so the span is current while the
 body runs and across the retries: spans started inside the body (SQLAlchemy's or psycopg's
 instrumentation, the application's own) are its children. The attempt hooks, which run
-inside it, add the retry events, the outcome attributes and the error status, and feed the
-counters. A ``ContextVar`` (per thread and per task) points at the innermost transaction
-span, so that a record annotates its own transaction's span even when the body left another
-span current.
+inside it, add the retry events and, on a give-up, the error's attributes and status; a
+transaction that leaves its scope without an error committed. A ``ContextVar`` (per thread
+and per task) points at the innermost transaction span, so that a record annotates its own
+transaction's span even when the body left another span current.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import contextvars
 import importlib.metadata
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from .._decide import effective_category
@@ -59,26 +61,45 @@ def _is_ambiguous(record: AttemptRecord) -> bool:
 
 
 class _TransactionSpan:
-    """The scope hook's context manager: the transaction's span, current while it runs."""
+    """
+    The scope hook's context manager: the transaction's span, current while it runs.
 
-    __slots__ = ("_error_status", "_manager", "_token", "operation", "settled", "span")
+    It counts the retries of its transaction; leaving it without an error means the
+    transaction committed (no ``"success"`` record is needed for that, so the path where
+    nothing fails builds none). A give-up is settled by its record, which carries the
+    category, the reason and the attempts.
+    """
+
+    __slots__ = (
+        "_instrumentation",
+        "_manager",
+        "_started",
+        "_token",
+        "operation",
+        "retries",
+        "settled",
+        "span",
+    )
 
     def __init__(
         self,
+        instrumentation: _Instrumentation,
         manager: AbstractContextManager[Any],
         operation: str,
-        error_status: Callable[[str], Any],
     ) -> None:
+        self._instrumentation = instrumentation
         self._manager = manager  # tracer.start_as_current_span(...)
-        self._error_status = error_status
         self._token: contextvars.Token[_TransactionSpan | None] | None = None
+        self._started = 0.0
         self.operation = operation
-        self.settled = False  # a "success" or "give_up" record has set the outcome
+        self.retries = 0
+        self.settled = False  # a "give_up" record has set the outcome
         self.span: Any = None
 
     def __enter__(self) -> Any:
         self.span = self._manager.__enter__()
         self._token = _CURRENT.set(self)
+        self._started = time.monotonic()
         return self.span
 
     def __exit__(
@@ -90,13 +111,13 @@ class _TransactionSpan:
         if self._token is not None:
             _CURRENT.reset(self._token)
             self._token = None
-        # An error no record settled: not a database error (the body's own exception).
-        # Like start_as_current_span itself, only Exception subclasses are errors.
-        if not self.settled and isinstance(exc, Exception):
-            self.span.set_attribute("txpolicy.outcome", "error")
-            self.span.set_attribute("error.type", type(exc).__name__)
-            self.span.record_exception(exc)
-            self.span.set_status(self._error_status(str(exc) or type(exc).__name__))
+        if not self.settled:
+            if exc is None:
+                self._instrumentation.committed(self, time.monotonic() - self._started)
+            elif isinstance(exc, Exception):
+                # No record settled it: not a database error (the body's own exception).
+                # As for start_as_current_span itself, only Exception subclasses are errors.
+                self._instrumentation.failed(self, exc)
         self._manager.__exit__(None, None, None)
 
 
@@ -115,7 +136,7 @@ def _span_of(record: AttemptRecord) -> _TransactionSpan | None:
 
 
 class _Instrumentation:
-    """The tracer, the instruments, the scope hook and the three hooks that feed them."""
+    """The tracer, the instruments, the scope hook and the two hooks that feed them."""
 
     def __init__(self, tracer: Any, meter: Any, error_status: Callable[[str], Any]) -> None:
         self._tracer = tracer
@@ -154,7 +175,7 @@ class _Instrumentation:
             record_exception=False,  # the records (or _TransactionSpan) say what failed
             set_status_on_exception=False,
         )
-        return _TransactionSpan(manager, operation, self._error_status)
+        return _TransactionSpan(self, manager, operation)
 
     def on_retry(self, record: AttemptRecord) -> None:
         """Count the retry and add its event to the span of its transaction."""
@@ -165,13 +186,27 @@ class _Instrumentation:
             self.ambiguous.add(1, {"txpolicy.operation": operation})
         transaction = _span_of(record)
         if transaction is not None:
+            transaction.retries += 1
             attributes["txpolicy.attempt"] = record.attempt
             attributes["txpolicy.wait"] = record.wait
             transaction.span.add_event("txpolicy.retry", attributes)
 
-    def on_success(self, record: AttemptRecord) -> None:
-        """The transaction committed."""
-        self._end(record, {"txpolicy.outcome": "committed"}, error=None)
+    def committed(self, transaction: _TransactionSpan, elapsed: float) -> None:
+        """The transaction's scope was left without an error: it committed."""
+        attempts = transaction.retries + 1
+        transaction.span.set_attributes(
+            {"txpolicy.outcome": "committed", "txpolicy.attempts": attempts}
+        )
+        labels = {"txpolicy.operation": transaction.operation, "txpolicy.outcome": "committed"}
+        self.attempts.add(attempts, labels)
+        self.duration.record(elapsed, labels)
+
+    def failed(self, transaction: _TransactionSpan, error: Exception) -> None:
+        """The body raised an exception that is not a database error (nothing is counted)."""
+        span = transaction.span
+        span.set_attributes({"txpolicy.outcome": "error", "error.type": type(error).__name__})
+        span.record_exception(error)
+        span.set_status(self._error_status(str(error) or type(error).__name__))
 
     def on_give_up(self, record: AttemptRecord) -> None:
         """The transaction raised its (classified) error."""
@@ -239,7 +274,7 @@ def enable_opentelemetry(*, tracer_provider: Any = None, meter_provider: Any = N
 
     Calling it again replaces the previous providers (a transaction already running keeps
     the span it started with). It costs nothing until it is called; once enabled, every
-    transaction pays for one attempt record and one span. It is built on
+    transaction pays for one span (and each failed attempt for one record). It is built on
     :func:`~txpolicy.instrumentation.add_scope_hook` and :func:`~txpolicy.add_hook`.
 
     Args:
@@ -269,7 +304,6 @@ def enable_opentelemetry(*, tracer_provider: Any = None, meter_provider: Any = N
                 add_scope_hook(instrumentation.scope),
                 add_hook("retry", instrumentation.on_retry),
                 add_hook("give_up", instrumentation.on_give_up),
-                add_hook("success", instrumentation.on_success),
             ]
         )
     return True
