@@ -1,13 +1,14 @@
 """
 The happy path on SQLite in-memory: what ``@transactional`` costs when nothing fails.
 
-Four sides around the same body (``session.execute(select(1))``), sync and async
+Five sides around the same body (``session.execute(select(1))``), sync and async
 (aiosqlite), side by side in one run:
 
 - ``bare_*``: ``with sessionmaker.begin() as session`` (the baseline);
 - ``transactional_*``: ``@txpolicy.transactional(sessionmaker)``;
 - ``tenacity_*``: tenacity ``@retry`` (full jitter, 5 attempts) around the bare block;
-- ``stamina_*``: stamina ``@retry`` (5 attempts) around the bare block.
+- ``stamina_*``: stamina ``@retry`` (5 attempts) around the bare block;
+- ``backoff_*``: backoff ``on_exception`` (5 tries, full jitter from 50 ms, 2 s cap) around it.
 
 The goal of issue 3 is ``transactional`` within 5 % of ``bare`` and faster than tenacity and
 stamina. Ratios to ``bare`` are printed at the end and stored in the JSON
@@ -29,7 +30,7 @@ from sqlalchemy.orm import sessionmaker
 
 SYNC = "happy-sqlite-sync"
 ASYNC = "happy-sqlite-async"
-SIDES = ["bare", "transactional", "tenacity", "stamina"]
+SIDES = ["bare", "transactional", "tenacity", "stamina", "backoff"]
 STATEMENT = sa.select(1)
 WARMUP = 200
 
